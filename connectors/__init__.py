@@ -1,0 +1,1 @@
+"""Debezium connector configuration and the embedded-engine relay into Kafka."""

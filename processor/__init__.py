@@ -1,0 +1,1 @@
+"""The stream processor: the pure core (``core``) and the Faust worker (``worker``)."""

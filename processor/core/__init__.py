@@ -1,0 +1,1 @@
+"""Pure core: Debezium change event -> booking events -> cache keys. No I/O, no broker."""

