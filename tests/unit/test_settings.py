@@ -68,7 +68,8 @@ def test_derived_topics_follow_debezium_naming() -> None:
 def test_readme_configuration_table_matches_the_settings_model() -> None:
     text = README.read_text(encoding="utf-8")
     start, end = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
-    assert start in text and end in text, "README.md lacks the settings-table markers"
+    assert start in text, "README.md lacks the settings-table start marker"
+    assert end in text, "README.md lacks the settings-table end marker"
     current = text.split(start, 1)[1].split(end, 1)[0].strip()
     assert current == settings_markdown_table(), (
         "README configuration table is out of date; regenerate it with "

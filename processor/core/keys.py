@@ -1,0 +1,155 @@
+"""Cache keys: the key template, and the guard that keeps tenant ids from breaking a key.
+
+The template (``SLOTGUARD_KEY_TEMPLATE``) is a ``str.format`` template over ``company``, ``branch``,
+``event_type``, ``start`` and ``end``; ``start``/``end`` are the bucket's bounds rendered in the key zone
+with their ``strftime`` spec (default ``%Y-%m-%d-%H``), and a null branch renders empty. The template is
+compiled once: tenant parts are substituted once per (company, branch, event type), bucket times are
+rendered once per bucket and cached.
+
+Tenant ids must be integers (or fully match ``SLOTGUARD_TENANT_ID_PATTERN``), and even a configured
+pattern cannot admit what could widen a Redis pattern or split a key: ``* ? [ ] \\``, whitespace, control
+characters, or the template's separator characters (the punctuation next to a tenant field, ``_`` by
+default). Violations raise :class:`UnsafeKeyPart`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Final
+
+from processor.core.errors import KeyTemplateError, UnsafeKeyPart
+
+TENANT_FIELDS: Final = ("company", "branch", "event_type")
+TIME_FIELDS: Final = ("start", "end")
+DEFAULT_TIME_SPEC: Final = "%Y-%m-%d-%H"
+_GLOB_AND_ESCAPE: Final = "*?[]\\"
+_INTEGER: Final = re.compile(r"-?[0-9]+")
+_CACHE_LIMIT: Final = 1 << 16
+_HOUR: Final = timedelta(hours=1)
+
+
+class KeyTemplate:
+    """A compiled key template."""
+
+    __slots__ = ("_pieces", "_prefix_cache", "_time_cache", "_time_specs", "_zone", "separators", "source")
+
+    def __init__(self, template: str, zone: tzinfo) -> None:
+        self.source = template
+        self._zone = zone
+        # Pieces: literal text (str) or a field name; times become positional {i} in the per-tenant format.
+        pieces: list[tuple[str, str | None]] = []
+        time_specs: list[tuple[str, str]] = []
+        separators: set[str] = set()
+        seen: set[str] = set()
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise KeyTemplateError(f"SLOTGUARD_KEY_TEMPLATE: {exc}") from None
+        for literal, name, spec, conversion in parsed:
+            if literal:
+                pieces.append((literal, None))
+            if name is None:
+                continue
+            if conversion:
+                raise KeyTemplateError(f"SLOTGUARD_KEY_TEMPLATE: conversion !{conversion} not allowed")
+            if name in TENANT_FIELDS:
+                if spec:
+                    raise KeyTemplateError(f"SLOTGUARD_KEY_TEMPLATE: {{{name}}} takes no format spec")
+                pieces.append(("", name))
+            elif name in TIME_FIELDS:
+                time_specs.append((name, spec or DEFAULT_TIME_SPEC))
+                pieces.append(("", f"#{len(time_specs) - 1}"))
+            else:
+                raise KeyTemplateError(
+                    f"SLOTGUARD_KEY_TEMPLATE: unknown field {{{name}}}; use {', '.join(TENANT_FIELDS + TIME_FIELDS)}"
+                )
+            seen.add(name)
+        for needed in ("company", "start"):
+            if needed not in seen:
+                raise KeyTemplateError(f"SLOTGUARD_KEY_TEMPLATE must contain {{{needed}}}")
+        # Separator characters: punctuation of the literal text right next to a tenant field.
+        for index, (_text, name) in enumerate(pieces):
+            if name in TENANT_FIELDS:
+                for neighbour in (index - 1, index + 1):
+                    if 0 <= neighbour < len(pieces) and pieces[neighbour][1] is None:
+                        lit = pieces[neighbour][0]
+                        edge = lit[-1] if neighbour < index else lit[0]
+                        if not edge.isalnum():
+                            separators.add(edge)
+        self.separators = frozenset(separators)
+        self._pieces = pieces
+        self._time_specs = tuple(time_specs)
+        self._time_cache: dict[int, tuple[str, ...]] = {}
+        self._prefix_cache: dict[tuple[str, str, str], str] = {}
+
+    def _tenant_format(self, company: str, branch: str, event_type: str) -> str:
+        key = (company, branch, event_type)
+        fmt = self._prefix_cache.get(key)
+        if fmt is None:
+            values = {"company": company, "branch": branch, "event_type": event_type}
+            out: list[str] = []
+            for text, name in self._pieces:
+                if name is None:
+                    out.append(text.replace("{", "{{").replace("}", "}}"))
+                elif name.startswith("#"):
+                    out.append("{" + name[1:] + "}")
+                else:
+                    out.append(values[name].replace("{", "{{").replace("}", "}}"))
+            fmt = "".join(out)
+            if len(self._prefix_cache) >= _CACHE_LIMIT:
+                self._prefix_cache.clear()
+            self._prefix_cache[key] = fmt
+        return fmt
+
+    def _times(self, bucket: int) -> tuple[str, ...]:
+        times = self._time_cache.get(bucket)
+        if times is None:
+            start = datetime.fromtimestamp(bucket, UTC)
+            bounds = {"start": start.astimezone(self._zone), "end": (start + _HOUR).astimezone(self._zone)}
+            times = tuple(bounds[name].strftime(spec) for name, spec in self._time_specs)
+            if len(self._time_cache) >= _CACHE_LIMIT:
+                self._time_cache.clear()
+            self._time_cache[bucket] = times
+        return times
+
+    def render(
+        self, company: str, branch: str | None, event_type: str | None, buckets: Iterable[int]
+    ) -> list[str]:
+        """Keys for one tenant/event type over ``buckets`` (bucket starts, epoch seconds).
+
+        Parts must already be checked by :class:`TenantGuard`; ``None`` renders empty."""
+        fmt = self._tenant_format(company, branch or "", event_type or "")
+        return [fmt.format(*self._times(b)) for b in buckets]
+
+
+class TenantGuard:
+    """Checks tenant ids before they go into a key."""
+
+    __slots__ = ("_forbidden", "_ok", "_pattern")
+
+    def __init__(self, pattern: str | None, separators: Iterable[str]) -> None:
+        self._pattern = re.compile(pattern) if pattern is not None else _INTEGER
+        self._forbidden = frozenset(_GLOB_AND_ESCAPE) | frozenset(separators)
+        self._ok: set[str] = set()
+
+    def check(self, field: str, value: str) -> str:
+        """``value`` if it is safe in a key; raises :class:`UnsafeKeyPart` naming ``field`` otherwise."""
+        if value in self._ok:
+            return value
+        if not value:
+            raise UnsafeKeyPart(f"{field} is empty")
+        for char in value:
+            if char in self._forbidden or char.isspace() or not char.isprintable():
+                raise UnsafeKeyPart(
+                    f"{field} {value[:40]!r} contains {char!r}, which is not allowed in a cache key"
+                )
+        if self._pattern.fullmatch(value) is None:
+            wanted = "an integer" if self._pattern is _INTEGER else f"a match of {self._pattern.pattern!r}"
+            raise UnsafeKeyPart(f"{field} {value[:40]!r} is not {wanted} (SLOTGUARD_TENANT_ID_PATTERN)")
+        if len(self._ok) >= _CACHE_LIMIT:
+            self._ok.clear()
+        self._ok.add(value)
+        return value

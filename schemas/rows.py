@@ -1,0 +1,193 @@
+"""Appointment and service rows, read from a Debezium row image through a configurable column mapping.
+
+The reference schema (``schemas/sql``) names the columns ``appointments(id, company_id, branch_id,
+service_id, starts_at, ends_at, status, deleted_at, ...)`` and ``services(id, company_id, branch_id,
+calcom_event_type_id, ...)``. Deployments whose columns are named differently set
+``SLOTGUARD_APPOINTMENT_COLUMNS`` / ``SLOTGUARD_SERVICE_COLUMNS`` (logical field -> real column).
+
+Rows are frozen, slotted dataclasses rather than pydantic models: they are built once or twice per change
+on the hot path, from values the typed decoders below have already checked, so a second validation pass
+would only cost time. Ids are normalised to strings (``15`` and ``"15"`` are the same tenant); statuses
+to lower case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, tzinfo
+from typing import Any, Final
+
+from schemas.temporal import TOAST_PLACEHOLDER, TemporalError, decode_instant
+
+#: Logical appointment fields the core reads.
+APPOINTMENT_FIELDS: Final = (
+    "id",
+    "company_id",
+    "branch_id",
+    "service_id",
+    "starts_at",
+    "ends_at",
+    "status",
+    "deleted_at",
+)
+#: Logical service fields the core reads.
+SERVICE_FIELDS: Final = ("id", "company_id", "branch_id", "calcom_event_type_id")
+
+_NOTHING_UNAVAILABLE: Final[frozenset[str]] = frozenset()
+
+
+class RowError(ValueError):
+    """A column holds a value of the wrong kind (the message names the logical field)."""
+
+
+class ColumnMappingError(ValueError):
+    """A column mapping names a logical field that does not exist."""
+
+
+def resolve_columns(fields: tuple[str, ...], mapping: Mapping[str, str]) -> dict[str, str]:
+    """Logical field -> real column for every field in ``fields`` (identity unless mapped)."""
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise ColumnMappingError(f"unknown logical field(s) {unknown}; known: {list(fields)}")
+    return {field: mapping.get(field, field) for field in fields}
+
+
+def decode_id(field: str, value: object) -> str | None:
+    """An id column: integer or string -> string; ``None`` stays ``None``."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise RowError(f"{field}: expected an integer or string id, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class AppointmentRow:
+    """One image of an appointment row. ``unavailable`` names fields that held the TOAST placeholder
+    (their value here is ``None``); :meth:`fill_unavailable` takes them from the other image."""
+
+    id: str | None
+    company_id: str | None
+    branch_id: str | None
+    service_id: str | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    status: str | None
+    deleted_at: datetime | None
+    unavailable: frozenset[str] = frozenset()
+
+    def fill_unavailable(self, other: AppointmentRow | None) -> AppointmentRow:
+        """This image with unavailable fields taken from ``other`` where ``other`` has them."""
+        if not self.unavailable or other is None:
+            return self
+        updates = {f: getattr(other, f) for f in self.unavailable if f not in other.unavailable}
+        return replace(self, unavailable=self.unavailable - updates.keys(), **updates)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRow:
+    """One image of a service row."""
+
+    id: str | None
+    company_id: str | None
+    branch_id: str | None
+    calcom_event_type_id: str | None
+
+
+class AppointmentReader:
+    """Reads :class:`AppointmentRow` from a row image; built once per configuration."""
+
+    __slots__ = ("_all_columns", "_columns", "_id_columns", "_status", "_time_columns", "_zone")
+
+    def __init__(self, mapping: Mapping[str, str], naive_zone: tzinfo) -> None:
+        self._columns = resolve_columns(APPOINTMENT_FIELDS, mapping)
+        self._zone = naive_zone
+        c = self._columns
+        self._id_columns = tuple((f, c[f]) for f in ("id", "company_id", "branch_id", "service_id"))
+        self._time_columns = tuple((f, c[f]) for f in ("starts_at", "ends_at", "deleted_at"))
+        self._status = c["status"]
+        self._all_columns = tuple(c.values())
+
+    @property
+    def columns(self) -> dict[str, str]:
+        return dict(self._columns)
+
+    def read(self, image: Mapping[str, Any], semantics: Mapping[str, str]) -> AppointmentRow:
+        """Decode one image; ``semantics`` maps columns to Connect semantic names (empty for bare payloads).
+
+        Raises :class:`RowError` naming the logical field on a value of the wrong kind."""
+        # Written out field by field (no per-field helper calls): this runs twice per change on the hot path.
+        get = image.get
+        unavailable: list[str] | None = None
+        ids: list[str | None] = []
+        for field, column in self._id_columns:
+            raw = get(column)
+            if raw is None or type(raw) is str:
+                if raw == TOAST_PLACEHOLDER:
+                    unavailable = [*(unavailable or ()), field]
+                    raw = None
+                ids.append(raw)
+            else:
+                ids.append(decode_id(field, raw))
+        times: list[datetime | None] = []
+        for field, column in self._time_columns:
+            raw = get(column)
+            if raw is None:
+                times.append(None)
+            elif raw == TOAST_PLACEHOLDER:
+                unavailable = [*(unavailable or ()), field]
+                times.append(None)
+            else:
+                try:
+                    times.append(
+                        decode_instant(raw, semantics.get(column) if semantics else None, self._zone)
+                    )
+                except TemporalError as exc:
+                    raise RowError(f"{field}: {exc}") from None
+        status = get(self._status)
+        if status is not None:
+            if type(status) is not str:
+                raise RowError(f"status: expected a string, got {type(status).__name__}")
+            if status == TOAST_PLACEHOLDER:
+                unavailable = [*(unavailable or ()), "status"]
+                status = None
+            else:
+                status = status.strip().lower()
+        return AppointmentRow(
+            ids[0],
+            ids[1],
+            ids[2],
+            ids[3],
+            times[0],
+            times[1],
+            status,
+            times[2],
+            frozenset(unavailable) if unavailable else _NOTHING_UNAVAILABLE,
+        )
+
+    def unchanged(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+        """True when every mapped column holds the same raw value in both images (no decoding needed)."""
+        b, a = before.get, after.get
+        return all(b(column) == a(column) for column in self._all_columns)
+
+
+class ServiceReader:
+    """Reads :class:`ServiceRow` from a row image; built once per configuration."""
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, mapping: Mapping[str, str]) -> None:
+        self._columns = resolve_columns(SERVICE_FIELDS, mapping)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        return dict(self._columns)
+
+    def read(self, image: Mapping[str, Any]) -> ServiceRow:
+        c = self._columns
+        values = []
+        for field in SERVICE_FIELDS:
+            raw = image.get(c[field])
+            values.append(None if raw == TOAST_PLACEHOLDER else decode_id(field, raw))
+        return ServiceRow(values[0], values[1], values[2], values[3])
