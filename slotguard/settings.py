@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     broker_rebalance_timeout: float = Field(
         default=60.0, gt=0, description="Faust broker_rebalance_timeout, seconds."
     )
+    broker_session_timeout: float = Field(
+        default=30.0,
+        ge=6.0,
+        description="Kafka consumer session timeout, seconds: how long a dead worker holds its partitions.",
+    )
     kafka_enable_idempotence: bool = Field(
         default=True, description="Idempotent producers; the local tansu broker needs false."
     )

@@ -1,0 +1,95 @@
+"""The pipeline parts of ``dev up``: the relay (embedded Debezium) and the worker, as background processes.
+
+Both run ``<this python> -m slotguard.cli <command>`` with the stack's ``SLOTGUARD_*`` variables in their
+environment. They are only offered when their command modules exist (they are built in parallel).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+
+import psycopg
+
+from slotguard.dev.parts import Part
+from slotguard.dev.paths import StackPaths
+from slotguard.dev.procs import ManagedProcess
+
+
+def missing_pipeline_commands() -> list[str]:
+    """Names of pipeline commands that are missing (empty: relay and worker can run)."""
+    return [
+        name for name in ("relay", "worker") if importlib.util.find_spec(f"slotguard.commands.{name}") is None
+    ]
+
+
+def _cli_process(name: str, paths: StackPaths, env: Mapping[str, str]) -> ManagedProcess:
+    return ManagedProcess(
+        name,
+        [sys.executable, "-m", "slotguard.cli", name],
+        log_file=paths.log(name),
+        pid_file=paths.pid(name),
+        env={**os.environ, **env},
+        cwd=paths.root,
+    )
+
+
+class RelayPart(Part):
+    """Healthy once its replication slot is active, i.e. Debezium streams."""
+
+    name = "relay"
+    start_deadline = 120.0  # JVM start plus the initial snapshot
+
+    def __init__(self, paths: StackPaths, env: Mapping[str, str], database_url: str, slot_name: str) -> None:
+        super().__init__(port=0)
+        self._database_url = database_url
+        self._slot_name = slot_name
+        self._process = _cli_process(self.name, paths, env)
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
+
+    @property
+    def url(self) -> str:
+        return f"slot {self._slot_name}"
+
+    def healthy(self) -> bool:
+        try:
+            with psycopg.connect(self._database_url, connect_timeout=1) as conn:
+                row = conn.execute(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self._slot_name,)
+                ).fetchone()
+        except psycopg.Error:
+            return False
+        return bool(row and row[0])
+
+
+class WorkerPart(Part):
+    """Healthy once its HTTP endpoint answers ``/healthz`` with 200 (it has joined its consumer group)."""
+
+    name = "worker"
+    start_deadline = 120.0  # Faust start plus the consumer-group join
+
+    def __init__(self, paths: StackPaths, env: Mapping[str, str], web_port: int) -> None:
+        super().__init__(port=web_port)
+        self._process = _cli_process(self.name, paths, env)
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/healthz"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=1) as response:
+                return int(response.status) == 200
+        except (urllib.error.URLError, OSError, ValueError):
+            return False

@@ -1,0 +1,280 @@
+"""The local stack as a whole: which parts exist, their ports, ``up``/``down``/``status``, and ``dev.env``.
+
+State lives under ``<base>/dev/`` (data, logs, pid files, ``stack.json`` with the chosen ports) and the
+variables clients need go to ``<base>/dev.env``. ``up`` is idempotent and ``down`` stops only processes whose
+pid files this stack wrote (verified by start time and name, see :mod:`slotguard.dev.procs`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from slotguard.dev.kafka import KafkaPart
+from slotguard.dev.parts import Part, free_port, port_is_free
+from slotguard.dev.paths import StackPaths
+from slotguard.dev.pipeline import RelayPart, WorkerPart, missing_pipeline_commands
+from slotguard.dev.postgres import PostgresPart
+from slotguard.dev.redis import RedisPart
+
+INFRA = ("postgres", "kafka", "redis")
+PIPELINE = ("relay", "worker")
+
+#: (part name, event) with event one of "starting", "waiting", "ready", "running" (was already), "stopped"
+EventSink = Callable[[str, str], None]
+
+
+class StackState(BaseModel):
+    """Ports chosen on the first ``up``; kept so URLs in ``dev.env`` stay the same across restarts."""
+
+    postgres_port: int
+    kafka_port: int
+    redis_port: int
+    web_port: int
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """How to reach a running stack."""
+
+    database_url: str
+    kafka_bootstrap: str
+    redis_url: str
+    data_dir: Path
+    web_port: int
+
+    def env(self) -> dict[str, str]:
+        """The ``SLOTGUARD_*`` variables that point slotguard at this stack (the contents of dev.env)."""
+        return {
+            "SLOTGUARD_DATABASE_URL": self.database_url,
+            "SLOTGUARD_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "SLOTGUARD_REDIS_URL": self.redis_url,
+            # tansu rejects idempotent producers and a group join waits the whole rebalance timeout.
+            "SLOTGUARD_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "SLOTGUARD_BROKER_REBALANCE_TIMEOUT": "3",
+            "SLOTGUARD_DATA_DIR": str(self.data_dir),
+            "SLOTGUARD_WEB_PORT": str(self.web_port),
+        }
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    name: str
+    pid: int | None
+    port: int | None
+    url: str
+    running: bool
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class UpResult:
+    info: StackInfo
+    started: list[str]
+    already_running: list[str]
+    #: why the relay/worker were not started ('' if they were, or were not asked for)
+    pipeline_skipped: str
+
+
+def _ignore(_part: str, _event: str) -> None:
+    return None
+
+
+class DevStack:
+    def __init__(self, base: Path, *, slot_name: str = "slotguard") -> None:
+        self.paths = StackPaths.at(base)
+        self.slot_name = slot_name
+
+    # --- state -------------------------------------------------------------------------------------
+    def _load_state(self) -> StackState | None:
+        try:
+            return StackState.model_validate_json(self.paths.state_file.read_bytes())
+        except (FileNotFoundError, ValidationError):
+            return None
+
+    def _infra(self, state: StackState) -> list[Part]:
+        return [
+            PostgresPart(self.paths, state.postgres_port),
+            KafkaPart(self.paths, state.kafka_port),
+            RedisPart(self.paths, state.redis_port),
+        ]
+
+    def _pipeline(self, info: StackInfo) -> list[Part]:
+        return [
+            RelayPart(self.paths, info.env(), info.database_url, self.slot_name),
+            WorkerPart(self.paths, info.env(), info.web_port),
+        ]
+
+    def _info(self, state: StackState) -> StackInfo:
+        postgres, kafka, redis = self._infra(state)
+        return StackInfo(
+            database_url=postgres.url,
+            kafka_bootstrap=kafka.url,
+            redis_url=redis.url,
+            data_dir=self.paths.base,
+            web_port=state.web_port,
+        )
+
+    def info(self) -> StackInfo | None:
+        """How to reach the stack, if it was ever started here."""
+        state = self._load_state()
+        return self._info(state) if state is not None else None
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Two `dev up` in the same directory at once would both start servers; serialise them.
+        self.paths.ensure()
+        with (self.paths.root / "lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # --- up ----------------------------------------------------------------------------------------
+    def up(self, *, infra_only: bool = False, on_event: EventSink = _ignore) -> UpResult:
+        with self._locked():
+            return self._up(infra_only, on_event)
+
+    def _choose_ports(self) -> StackState:
+        old = self._load_state()
+        if old is None:
+            return StackState(
+                postgres_port=free_port(),
+                kafka_port=free_port(),
+                redis_port=free_port(),
+                web_port=free_port(),
+            )
+        ports = old.model_dump()
+        for name, part in zip(INFRA, self._infra(old), strict=True):
+            # A stopped part whose port someone else took meanwhile gets a new one.
+            if not part.alive() and not port_is_free(part.port):
+                ports[f"{name}_port"] = free_port()
+        if not port_is_free(old.web_port) and not WorkerPart(self.paths, {}, old.web_port).alive():
+            ports["web_port"] = free_port()
+        return StackState.model_validate(ports)
+
+    def _up(self, infra_only: bool, on_event: EventSink) -> UpResult:
+        state = self._choose_ports()
+        self.paths.state_file.write_text(state.model_dump_json(indent=2), encoding="utf-8")
+        info = self._info(state)
+        started: list[Part] = []
+        running: list[str] = []
+        try:
+            for part in self._start_all(self._infra(state), started, running, on_event):
+                self._await(part, on_event)
+        except BaseException:
+            # Leave nothing half-started behind: stop what this call started, newest first.
+            for part in reversed(started):
+                part.stop()
+            raise
+        self.write_env(info)
+
+        skipped = ""
+        if not infra_only:
+            missing = missing_pipeline_commands()
+            if missing:
+                skipped = f"slotguard {' and '.join(missing)} not available yet"
+            else:
+                pipeline_started: list[Part] = []
+                try:
+                    # The worker reads what the relay writes: start them in order, each once healthy.
+                    for part in self._pipeline(info):
+                        for waiting in self._start_all([part], pipeline_started, running, on_event):
+                            self._await(waiting, on_event)
+                except BaseException:
+                    # The servers stay up (they are fine and hold the data); only the pipeline is undone.
+                    for part in reversed(pipeline_started):
+                        part.stop()
+                    raise
+                started.extend(pipeline_started)
+        return UpResult(
+            info=info,
+            started=[p.name for p in started],
+            already_running=running,
+            pipeline_skipped=skipped,
+        )
+
+    @staticmethod
+    def _await(part: Part, on_event: EventSink) -> None:
+        on_event(part.name, "waiting")
+        part.wait_ready()
+        on_event(part.name, "ready")
+
+    @staticmethod
+    def _start_all(
+        parts: list[Part], started: list[Part], running: list[str], on_event: EventSink
+    ) -> list[Part]:
+        to_wait: list[Part] = []
+        for part in parts:
+            if part.alive():
+                running.append(part.name)
+                on_event(part.name, "running")
+                continue
+            on_event(part.name, "starting")
+            part.start()
+            started.append(part)
+            to_wait.append(part)
+        return to_wait
+
+    def write_env(self, info: StackInfo) -> Path:
+        lines = [
+            "# Written by `slotguard dev up`; source it: set -a; . ./.slotguard/dev.env; set +a",
+            *(f"{key}={value}" for key, value in info.env().items()),
+        ]
+        self.paths.env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return self.paths.env_file
+
+    # --- down / status -----------------------------------------------------------------------------
+    def _all_parts(self) -> list[Part]:
+        state = self._load_state()
+        if state is None:
+            return []
+        return self._infra(state) + self._pipeline(self._info(state))
+
+    def down(self, on_event: EventSink = _ignore) -> list[str]:
+        """Stop every part this stack started, pipeline first; returns the names of those stopped."""
+        if not self.paths.root.is_dir():
+            return []
+        stopped: list[str] = []
+        with self._locked():
+            for part in reversed(self._all_parts()):
+                if part.stop():
+                    stopped.append(part.name)
+                    on_event(part.name, "stopped")
+        return stopped
+
+    def status(self) -> list[PartStatus]:
+        result: list[PartStatus] = []
+        for part in self._all_parts():
+            proc = part.process.running()
+            result.append(
+                PartStatus(
+                    name=part.name,
+                    pid=proc.pid if proc else None,
+                    port=part.port or None,
+                    url=part.url,
+                    running=proc is not None,
+                    healthy=proc is not None and part.healthy(),
+                )
+            )
+        return result
+
+    def pids(self) -> dict[str, int]:
+        """Recorded pid of every part that has a pid file (for tests that check nothing is left)."""
+        found: dict[str, int] = {}
+        for part in self._all_parts():
+            record = part.process.record()
+            if record is not None:
+                found[part.name] = record.pid
+        return found
+
+
+def wait_seconds(start: float) -> str:
+    return f"{time.monotonic() - start:.1f} s"

@@ -1,0 +1,118 @@
+"""`slotguard dev up/down/status` as a user runs them: a real subprocess, real servers, a private --dir."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from slotguard.dev.pipeline import missing_pipeline_commands
+from slotguard.dev.stack import DevStack
+
+pytestmark = pytest.mark.integration
+
+SLOTGUARD = Path(sys.executable).parent / "slotguard"
+
+
+def _dev(*args: str, base: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(SLOTGUARD), "dev", *args, "--dir", str(base)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"slotguard dev {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def _env(stdout: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in stdout.splitlines() if line.startswith("SLOTGUARD_"))
+
+
+def _processes_of(pids: dict[str, int]) -> list[psutil.Process]:
+    """Every process of the stack: the recorded leaders and their children (Postgres backends)."""
+    found: list[psutil.Process] = []
+    for pid in pids.values():
+        try:
+            leader = psutil.Process(pid)
+            found.extend([leader, *leader.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _fresh_base() -> Path:
+    # Not tmp_path: pytest keeps its temp root private (0700), and Postgres runs as another user.
+    base = Path(tempfile.mkdtemp(prefix="slotguard-cli-"))
+    base.chmod(0o755)  # the Postgres user must reach the data directory
+    return base
+
+
+def test_dev_up_then_down_twice_leaves_no_process_behind() -> None:
+    base = _fresh_base()
+    try:
+        for round_ in (1, 2):
+            up = _dev("up", "--infra-only", base=base)
+            env = _env(up.stdout)
+            assert set(env) >= {
+                "SLOTGUARD_DATABASE_URL",
+                "SLOTGUARD_KAFKA_BOOTSTRAP",
+                "SLOTGUARD_REDIS_URL",
+                "SLOTGUARD_KAFKA_ENABLE_IDEMPOTENCE",
+                "SLOTGUARD_BROKER_REBALANCE_TIMEOUT",
+                "SLOTGUARD_DATA_DIR",
+                "SLOTGUARD_WEB_PORT",
+            }, f"round {round_}: {up.stdout}"
+            assert _env((base / "dev.env").read_text()) == env
+
+            with psycopg.connect(env["SLOTGUARD_DATABASE_URL"]) as conn:
+                row = conn.execute("SELECT count(*) FROM services").fetchone()
+            assert row is not None
+            assert row[0] >= 4
+
+            again = _dev("up", "--infra-only", base=base)
+            assert "postgres already running" in again.stderr
+            assert _env(again.stdout) == env
+
+            status = _dev("status", base=base)
+            assert status.stdout.count("healthy") >= 3
+
+            pids = DevStack(base).pids()
+            assert set(pids) == {"postgres", "kafka", "redis"}
+            processes = _processes_of(pids)
+            assert len(processes) > 3, "postgres has no backend processes?"
+
+            _dev("down", base=base)
+            _gone, alive = psutil.wait_procs(processes, timeout=10)
+            assert alive == [], f"round {round_}: still running after down: {alive}"
+            assert DevStack(base).pids() == {}
+    finally:
+        _dev("down", base=base, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_dev_up_starts_the_relay_and_worker_when_they_exist() -> None:
+    base = _fresh_base()
+    try:
+        up = _dev("up", base=base)
+        pids = DevStack(base).pids()
+        if missing_pipeline_commands():
+            assert "not available yet" in up.stderr
+            assert set(pids) == {"postgres", "kafka", "redis"}
+        else:
+            assert set(pids) == {"postgres", "kafka", "redis", "relay", "worker"}, up.stderr
+        processes = _processes_of(pids)
+        _dev("down", base=base)
+        _gone, alive = psutil.wait_procs(processes, timeout=10)
+        assert alive == []
+    finally:
+        _dev("down", base=base, check=False)
+        shutil.rmtree(base, ignore_errors=True)
