@@ -1,0 +1,229 @@
+"""At-least-once under failure: Redis outages, ``kill -9`` of the worker, two workers sharing a group."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.integration.test_worker_harness import (
+    BASE,
+    PrivateRedis,
+    Topics,
+    WorkerProcess,
+    change,
+    committed_offsets,
+    make_topics,
+    new_topics,
+    produce,
+    row,
+    service_change,
+    still_there,
+    wait_until,
+    window_keys,
+    worker_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def topics(dev_stack: Any, unique_name: Callable[[str], str]) -> Topics:
+    t = new_topics(unique_name)
+    make_topics(dev_stack.kafka_bootstrap, {t.services: 1, t.events: 1, t.dlq: 1})
+    produce(dev_stack.kafka_bootstrap, t.services, [(b"7", service_change(7, 15, 123), None)])
+    return t
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.stop()
+
+
+def _start(started: list[WorkerProcess], settings: Any, tmp_path: Path) -> WorkerProcess:
+    w = WorkerProcess(settings, tmp_path / f"worker{len(started)}.log")
+    started.append(w)
+    return w
+
+
+def _booking(i: int) -> tuple[bytes, bytes, int | None]:
+    return (str(i).encode(), change("c", None, row(i, starts=BASE + timedelta(hours=3 * i))), None)
+
+
+def _keys(prefix: str, ids: range) -> list[str]:
+    return [k for i in ids for k in window_keys(prefix, 15, 1, 123, BASE + timedelta(hours=3 * i))]
+
+
+def test_redis_outage_blocks_commits_and_everything_pending_is_invalidated_after(
+    dev_stack: Any, topics: Topics, key_prefix: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """While Redis is down the worker retries, keeps the group's committed offset behind the pending changes,
+    and once Redis is back on the same port every affected key is deleted and the offsets are committed."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
+    private = PrivateRedis(tmp_path / "redis")
+    private.start()
+    try:
+        client = redis.Redis(port=private.port, decode_responses=True)
+        before_outage, during_outage = _keys(key_prefix, range(0, 1)), _keys(key_prefix, range(1, 4))
+        for key in before_outage + during_outage:
+            client.set(key, "cached")
+        settings = worker_settings(
+            dev_stack, topics, key_prefix, redis_url=private.url, redis_retry_max_backoff=0.5
+        )
+        worker = _start(workers, settings, tmp_path)
+        produce(dev_stack.kafka_bootstrap, topics.appointments, [_booking(0)])
+
+        def committed() -> dict[int, int]:
+            return committed_offsets(dev_stack.kafka_bootstrap, topics.group, topics.appointments)
+
+        wait_until(
+            lambda: (
+                worker.alive_or_fail() and not still_there(client, before_outage) and committed().get(0) == 1
+            ),
+            timeout=120,
+            what=lambda: (
+                f"first change processed and committed (committed={committed()}); log:\n{worker.log_tail()}"
+            ),
+        )
+
+        private.stop()
+        produce(dev_stack.kafka_bootstrap, topics.appointments, [_booking(1), _booking(2), _booking(3)])
+        # 10 failed attempts at <= 0.5 s apart outlast several of Faust's 2.8 s commit intervals.
+        wait_until(
+            lambda: worker.alive_or_fail() and worker.metric("slotguard_redis_retries_total") >= 10,
+            timeout=120,
+            what=lambda: f"the worker to retry Redis 10 times; log:\n{worker.log_tail()}",
+        )
+        assert committed().get(0) == 1, (
+            f"offset committed past changes whose keys were not deleted: {committed()}"
+        )
+        health = worker.healthz()
+        assert health is not None
+        assert health[0] == 503
+        assert health[1]["redis"] is False
+
+        private.start()  # same port, same AOF: the keys seeded before the outage are back
+        assert still_there(client, during_outage) == during_outage
+        wait_until(
+            lambda: (
+                worker.alive_or_fail() and not still_there(client, during_outage) and committed().get(0) == 4
+            ),
+            timeout=120,
+            what=lambda: (
+                f"keys still present {still_there(client, during_outage)}, committed={committed()}; "
+                f"log:\n{worker.log_tail()}"
+            ),
+        )
+    finally:
+        private.stop()
+
+
+def test_kill_9_mid_stream_then_restart_loses_nothing(
+    dev_stack: Any,
+    topics: Topics,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    """A worker killed with SIGKILL mid-stream and started again processes every change: those it had not
+    committed and those produced while it was dead."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
+    keys = _keys(key_prefix, range(60))
+    for key in keys:
+        redis_client.set(key, "cached")
+    settings = worker_settings(dev_stack, topics, key_prefix, batch_size=5)
+    worker = _start(workers, settings, tmp_path)
+    produce(dev_stack.kafka_bootstrap, topics.appointments, [_booking(i) for i in range(30)])
+    wait_until(
+        lambda: worker.alive_or_fail() and worker.metric("slotguard_batches_total") >= 1,
+        timeout=120,
+        what=lambda: f"a first batch; log:\n{worker.log_tail()}",
+    )
+    worker.kill9()
+    produce(dev_stack.kafka_bootstrap, topics.appointments, [_booking(i) for i in range(30, 60)])
+
+    restarted = _start(workers, settings.model_copy(update={"web_port": settings.web_port}), tmp_path)
+    wait_until(
+        lambda: restarted.alive_or_fail() and not still_there(redis_client, keys),
+        timeout=180,
+        what=lambda: (
+            f"{len(still_there(redis_client, keys))} keys still present; log:\n{restarted.log_tail()}"
+        ),
+    )
+
+
+def test_two_workers_share_the_partitions_of_one_group(
+    dev_stack: Any,
+    topics: Topics,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    """Two workers in one group on a 2-partition topic both get a partition, and together process every
+    change; /metrics shows the counters and the commit-to-delete latency histogram."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 2})
+    first = _start(workers, worker_settings(dev_stack, topics, key_prefix), tmp_path)
+    second = _start(workers, worker_settings(dev_stack, topics, key_prefix), tmp_path)
+    wait_until(
+        lambda: (
+            first.alive_or_fail()
+            and second.alive_or_fail()
+            and first.metric("slotguard_assigned_partitions") == 1
+            and second.metric("slotguard_assigned_partitions") == 1
+        ),
+        timeout=120,
+        what=lambda: (
+            f"one partition each (first={first.metric('slotguard_assigned_partitions')}, "
+            f"second={second.metric('slotguard_assigned_partitions')}); logs:\n{first.log_tail()}\n---\n{second.log_tail()}"
+        ),
+    )
+    keys = _keys(key_prefix, range(40))
+    for key in keys:
+        redis_client.set(key, "cached")
+    produce(
+        dev_stack.kafka_bootstrap,
+        topics.appointments,
+        [(k, v, i % 2) for i, (k, v, _) in enumerate(_booking(i) for i in range(40))],
+    )
+    wait_until(
+        lambda: first.alive_or_fail() and second.alive_or_fail() and not still_there(redis_client, keys),
+        timeout=120,
+        what=lambda: f"{len(still_there(redis_client, keys))} keys still present",
+    )
+    per_worker = [w.metric("slotguard_changes_total", op="c", outcome="invalidated") for w in (first, second)]
+    assert per_worker == [20, 20], f"changes per worker: {per_worker}"
+    for w in (first, second):
+        samples = w.metrics()
+        assert samples["slotguard_commit_to_delete_seconds_count"] == 20
+        assert samples["slotguard_keys_deleted_total"] == 60
+        assert samples['slotguard_events_total{type="booked"}'] == 20
+        _report_latency(w)
+
+
+def _report_latency(worker: WorkerProcess) -> None:
+    """Print the median and p99 commit->delete latency estimated from the histogram's buckets (-s shows it)."""
+    samples = worker.metrics()
+    buckets = sorted(
+        (float(k.split('le="')[1].rstrip('"}')), v)
+        for k, v in samples.items()
+        if k.startswith("slotguard_commit_to_delete_seconds_bucket")
+    )
+    total = samples["slotguard_commit_to_delete_seconds_count"]
+    mean = samples["slotguard_commit_to_delete_seconds_sum"] / total
+
+    def quantile(q: float) -> float:
+        return next(le for le, count in buckets if count >= q * total)
+
+    print(
+        f"\ncommit->delete latency (worker {worker.proc.pid}, n={total:.0f}): mean={mean * 1000:.1f} ms, "
+        f"median<={quantile(0.5) * 1000:.0f} ms, p99<={quantile(0.99) * 1000:.0f} ms"
+    )

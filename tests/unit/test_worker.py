@@ -1,0 +1,266 @@
+"""Unit tests of the worker's pieces that need no servers: backoff, retry, caches, DLQ headers, batches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, cast
+
+import orjson
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from processor.core.pipeline import CoreConfig
+from processor.core.resolver import InMemoryResolver, ServiceInfo
+from processor.worker.agents import BatchProcessor
+from processor.worker.dlq import SourceRecord, dead_letter_headers
+from processor.worker.errors import RedisUnavailable
+from processor.worker.invalidator import Backoff, RedisInvalidator
+from processor.worker.metrics import WorkerMetrics
+from processor.worker.resolution import LayeredResolver, TtlCache
+from slotguard.settings import Settings
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    backoff = Backoff(initial=0.1, factor=2.0, maximum=1.0)
+    assert [backoff.delay(n) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert backoff.delay(10_000) == 1.0
+
+
+class _Pipe:
+    def __init__(self, client: _FlakyRedis) -> None:
+        self._client = client
+        self._commands: list[tuple[str, ...]] = []
+
+    async def __aenter__(self) -> _Pipe:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        return None
+
+    def unlink(self, *keys: str) -> None:
+        self._commands.append(keys)
+
+    async def execute(self) -> list[int]:
+        self._client.calls += 1
+        if self._client.failures_left:
+            self._client.failures_left -= 1
+            raise RedisConnectionError("Connection refused")
+        self._client.unlinked.append([k for c in self._commands for k in c])
+        return [len(c) for c in self._commands]
+
+
+class _FlakyRedis:
+    """Stands in for redis.asyncio.Redis: fails ``failures`` times, then unlinks (every key existed)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures_left = failures
+        self.calls = 0
+        self.unlinked: list[list[str]] = []
+
+    def pipeline(self, transaction: bool = True) -> _Pipe:
+        return _Pipe(self)
+
+
+def test_unlink_retries_with_capped_backoff_until_redis_answers() -> None:
+    """Redis refusing three times costs three retries (0.1, 0.2, 0.25 s waits), then one pipelined UNLINK."""
+    waits: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        waits.append(delay)
+
+    client = _FlakyRedis(failures=3)
+    metrics = WorkerMetrics()
+    invalidator = RedisInvalidator(
+        "redis://:secret@127.0.0.1:1/0",
+        backoff=Backoff(initial=0.1, maximum=0.25),
+        metrics=metrics,
+        client=cast(Any, client),
+        sleep=fake_sleep,
+    )
+    deleted = asyncio.run(invalidator.unlink(["a", "b", "c"]))
+    assert deleted == 3
+    assert waits == [0.1, 0.2, 0.25]
+    assert client.unlinked == [["a", "b", "c"]]
+    assert metrics.redis_retries._value.get() == 3
+
+
+def test_unlink_error_message_never_shows_the_password() -> None:
+    async def fake_sleep(delay: float) -> None:
+        raise asyncio.CancelledError
+
+    invalidator = RedisInvalidator(
+        "redis://:hunter2@127.0.0.1:1/0",
+        backoff=Backoff(),
+        metrics=WorkerMetrics(),
+        client=cast(Any, _FlakyRedis(failures=1)),
+        sleep=fake_sleep,
+    )
+    with pytest.raises(RedisUnavailable) as info:
+        asyncio.run(invalidator.unlink_once(["k"]))
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_ttl_cache_expires_entries_and_caches_negative_answers() -> None:
+    now = [100.0]
+    cache: TtlCache[str | None] = TtlCache(30.0, clock=lambda: now[0])
+    cache.put("7", None)
+    assert cache.get("7") == (True, None)
+    now[0] += 30.0
+    assert cache.get("7") == (False, None)
+
+
+def test_layered_resolver_prefers_the_feed_and_records_what_postgres_must_answer() -> None:
+    local = InMemoryResolver([ServiceInfo("7", "15", "123")])
+    resolver = LayeredResolver(local, lookup=cast(Any, object()), ttl=30.0)
+    assert resolver.service("7") == ServiceInfo("7", "15", "123")
+    assert resolver.service("8") is None
+    assert resolver.event_types_of_company("15") == ["123"]
+    assert resolver.misses.services == {"8"}
+    assert resolver.misses.companies == {"15"}
+    resolver.companies_cache.put("15", ("456",))
+    assert resolver.event_types_of_company("15") == ["123", "456"]
+
+
+def test_dead_letter_headers_name_error_and_origin_and_replace_old_slotguard_headers() -> None:
+    record = SourceRecord("t", 2, 17, b"k", b"v", (("trace", b"1"), ("slotguard.error", b"old")))
+    headers = dead_letter_headers(record, ValueError("bad\nthing"))
+    assert headers == [
+        ("trace", b"1"),
+        ("slotguard.error", b"bad thing"),
+        ("slotguard.error.class", b"ValueError"),
+        ("slotguard.topic", b"t"),
+        ("slotguard.partition", b"2"),
+        ("slotguard.offset", b"17"),
+    ]
+
+
+class _Invalidator:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def unlink(self, keys: Sequence[str]) -> int:
+        self.calls.append(list(keys))
+        return len(keys)
+
+
+class _Publisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> Awaitable[Any]:
+        self.sent.append((topic, key, value, list(headers)))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def _booked(appointment_id: int, company: object = 15) -> bytes:
+    after = {"id": appointment_id, "company_id": company, "branch_id": 1, "service_id": 7,
+             "starts_at": "2025-10-15T14:00:00Z", "ends_at": "2025-10-15T15:00:00Z", "status": "scheduled",
+             "deleted_at": None}  # fmt: skip
+    ts = int(datetime(2025, 10, 15, 12, tzinfo=UTC).timestamp() * 1000)
+    return orjson.dumps(
+        {"before": None, "after": after, "op": "c", "ts_ms": ts, "source": {"ts_ms": ts, "lsn": 1}}
+    )
+
+
+def test_a_batch_unlinks_once_publishes_events_and_dead_letters_bad_records() -> None:
+    """Two bookings in one window and one injection attempt: one UNLINK of the three keys, two events keyed
+    by appointment id, one dead letter; latency is observed from source.ts_ms to the unlink."""
+    settings = Settings(redis_key_prefix="p:")
+    resolver = LayeredResolver(InMemoryResolver([ServiceInfo("7", "15", "123")]), lookup=None, ttl=0)
+    invalidator, publisher, metrics = _Invalidator(), _Publisher(), WorkerMetrics()
+    processor = BatchProcessor(
+        config=CoreConfig.from_settings(settings),
+        resolver=resolver,
+        invalidator=invalidator,
+        publisher=publisher,
+        metrics=metrics,
+        events_topic="events",
+        dlq_topic="dlq",
+        clock=lambda: datetime(2025, 10, 15, 12, 0, 2, tzinfo=UTC).timestamp(),
+    )
+    records = [
+        SourceRecord("appts", 0, 0, b"1", _booked(1)),
+        SourceRecord("appts", 0, 1, b"x", _booked(3, company="15*")),
+        SourceRecord("appts", 0, 2, b"2", _booked(2)),
+    ]
+    result = asyncio.run(processor.handle(records))
+
+    assert invalidator.calls == [
+        [
+            "p:cal_slots_15_1_123_2025-10-15-13_2025-10-15-14",
+            "p:cal_slots_15_1_123_2025-10-15-14_2025-10-15-15",
+            "p:cal_slots_15_1_123_2025-10-15-15_2025-10-15-16",
+        ]
+    ]
+    assert [(t, k) for t, k, _, _ in publisher.sent] == [("events", b"1"), ("dlq", b"x"), ("events", b"2")]
+    dlq = next(s for s in publisher.sent if s[0] == "dlq")
+    assert dlq[2] == records[1].value
+    assert dict(dlq[3])["slotguard.error.class"] == b"UnsafeKeyPart"
+    assert (result.changes, result.dead_lettered, result.events, result.total_keys) == (3, 1, 2, 3)
+    assert metrics.commit_to_delete._sum.get() == pytest.approx(4.0)
+
+
+def test_a_notes_only_batch_touches_neither_redis_nor_kafka() -> None:
+    settings = Settings()
+    resolver = LayeredResolver(InMemoryResolver([ServiceInfo("7", "15", "123")]), lookup=None, ttl=0)
+    invalidator, publisher = _Invalidator(), _Publisher()
+    processor = BatchProcessor(
+        config=CoreConfig.from_settings(settings),
+        resolver=resolver,
+        invalidator=invalidator,
+        publisher=publisher,
+        metrics=WorkerMetrics(),
+        events_topic="events",
+        dlq_topic="dlq",
+    )
+    row = orjson.loads(_booked(1))["after"]
+    value = orjson.dumps({"before": row, "after": {**row, "notes": "x"}, "op": "u", "source": {"ts_ms": 1}})
+    result = asyncio.run(processor.handle([SourceRecord("appts", 0, 0, b"1", value)]))
+    assert invalidator.calls == []
+    assert publisher.sent == []
+    assert result.total_keys == 0
+
+
+def test_json_log_lines_carry_the_extra_fields() -> None:
+    import logging
+
+    from processor.worker.logging import JsonFormatter
+
+    record = logging.LogRecord(
+        "slotguard.worker", logging.INFO, __file__, 1, "cache invalidation complete", (), None
+    )
+    record.keys_deleted = 3
+    record.total_keys = 3
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line["msg"] == "cache invalidation complete"
+    assert (line["keys_deleted"], line["total_keys"], line["level"]) == (3, 3, "INFO")
+
+
+def test_each_app_has_its_own_metrics_registry() -> None:
+    """Two apps in one process do not collide on metric names (no global registry)."""
+    first, second = WorkerMetrics(), WorkerMetrics()
+    first.keys_deleted.inc(2)
+    assert b"slotguard_keys_deleted_total 2.0" in first.render()
+    assert b"slotguard_keys_deleted_total 0.0" in second.render()
+
+
+def test_create_app_builds_independent_apps_from_settings() -> None:
+    """The factory reads only the settings it is given: two apps, two groups, two metric registries."""
+    from processor.worker.app import create_app
+
+    one = create_app(Settings(consumer_group="g1", web_port=7001, kafka_bootstrap="h1:1,h2:2"))
+    two = create_app(Settings(consumer_group="g2", web_port=7002, kafka_enable_idempotence=False))
+    assert (one.conf.id, two.conf.id) == ("g1", "g2")
+    assert [str(u) for u in one.conf.broker] == ["kafka://h1:1", "kafka://h2:2"]
+    assert one.conf.web_port == 7001
+    assert one.slotguard.metrics.registry is not two.slotguard.metrics.registry
+    assert one.idempotent_producer
+    assert not two.idempotent_producer
