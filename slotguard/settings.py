@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         ge=6.0,
         description="Kafka consumer session timeout, seconds: how long a dead worker holds its partitions.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=0,
+        le=30_000,
+        description="Kafka fetch.max.wait.ms of the worker's consumer (longest a fetch waits for new data).",
+    )
     kafka_enable_idempotence: bool = Field(
         default=True, description="Idempotent producers; the local tansu broker needs false."
     )

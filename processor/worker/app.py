@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -38,12 +38,39 @@ class _IdempotentTransport(faust_aiokafka.Transport):
     Producer = _IdempotentProducer
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust hard-codes ``fetch_max_wait_ms=1500``; we make it a setting (Kafka's own default is 500 ms).
+
+    A broker that holds an empty fetch for the whole wait (the local tansu broker does) adds up to that
+    wait to every change's commit->delete latency.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        settings: Settings = cast(SlotguardApp, self.consumer.app).slotguard.settings
+        # aiokafka reads this attribute when start() builds its fetcher, i.e. after this method returns.
+        consumer._fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ConsumerTransport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
 class SlotguardApp(faust.App):
     """A Faust app whose producer is idempotent when ``kafka_enable_idempotence`` is set."""
 
     idempotent_producer: bool = False
     #: The worker's collaborators (set by :func:`create_app`), for views and tests.
     slotguard: WorkerParts
+
+    def _new_transport(self) -> Any:
+        return _ConsumerTransport(self.conf.broker_consumer, self)
 
     def _new_producer_transport(self) -> Any:
         if self.idempotent_producer:
