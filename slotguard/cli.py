@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("dev", "Start, stop or inspect the local stack (Postgres, Kafka broker, Redis, relay, worker)."),
     "relay": ("relay", "Stream Postgres changes into Kafka with the embedded Debezium engine."),
     "worker": ("worker", "Run the invalidation worker (Faust)."),
+    "demo": (
+        "demo",
+        "Run the demo: book, reschedule and cancel on the local stack and watch the cache keys vanish.",
+    ),
 }
 
 
