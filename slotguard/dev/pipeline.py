@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
+import orjson
 import psycopg
 
 from slotguard.dev.parts import Part
@@ -70,7 +71,12 @@ class RelayPart(Part):
 
 
 class WorkerPart(Part):
-    """Healthy once its HTTP endpoint answers ``/healthz`` with 200 (it has joined its consumer group)."""
+    """Healthy once ``/healthz`` answers 200 *and* reports an assigned partition.
+
+    A 200 alone only says the consumer runs and Redis answers; until the group has assigned the worker its
+    partition (on tansu that waits out the rebalance timeout) a change would sit unprocessed, so "ready"
+    must mean assigned. The local stack runs a single worker, which always gets every partition.
+    """
 
     name = "worker"
     start_deadline = 120.0  # Faust start plus the consumer-group join
@@ -90,6 +96,9 @@ class WorkerPart(Part):
     def healthy(self) -> bool:
         try:
             with urllib.request.urlopen(self.url, timeout=1) as response:
-                return int(response.status) == 200
+                if int(response.status) != 200:
+                    return False
+                body = orjson.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return False
+        return isinstance(body, dict) and int(body.get("assigned_partitions") or 0) > 0

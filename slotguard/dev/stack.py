@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from slotguard.dev.kafka import KafkaPart
+from slotguard.dev.kafka import BROKER_SETTINGS, KafkaPart
 from slotguard.dev.parts import Part, free_port, port_is_free
 from slotguard.dev.paths import StackPaths
 from slotguard.dev.pipeline import RelayPart, WorkerPart, missing_pipeline_commands
@@ -55,9 +55,7 @@ class StackInfo:
             "SLOTGUARD_DATABASE_URL": self.database_url,
             "SLOTGUARD_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "SLOTGUARD_REDIS_URL": self.redis_url,
-            # tansu rejects idempotent producers and a group join waits the whole rebalance timeout.
-            "SLOTGUARD_KAFKA_ENABLE_IDEMPOTENCE": "false",
-            "SLOTGUARD_BROKER_REBALANCE_TIMEOUT": "3",
+            **{f"SLOTGUARD_{name.upper()}": str(value).lower() for name, value in BROKER_SETTINGS.items()},
             "SLOTGUARD_DATA_DIR": str(self.data_dir),
             "SLOTGUARD_WEB_PORT": str(self.web_port),
         }

@@ -29,7 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from slotguard.dev.errors import ServerStartError
 from slotguard.dev.java import JavaRuntime, find_java
-from slotguard.dev.kafka import create_topic
+from slotguard.dev.kafka import BROKER_SETTINGS, create_topic
 from slotguard.dev.parts import free_port
 from slotguard.dev.postgres import apply_schema, create_database, drop_database
 from slotguard.errors import SlotguardError
@@ -99,8 +99,7 @@ class DevStackHandle:
             "database_url": self.database_url,
             "kafka_bootstrap": self.kafka_bootstrap,
             "redis_url": self.redis_url,
-            "kafka_enable_idempotence": False,
-            "broker_rebalance_timeout": 3,
+            **BROKER_SETTINGS,
             "data_dir": data_dir,
             "web_port": free_port(),
             "log_level": "DEBUG",
