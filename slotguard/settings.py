@@ -11,6 +11,7 @@ Secrets (``database_url``, ``redis_url``) are :class:`pydantic.SecretStr` so tha
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -238,6 +239,41 @@ def load_settings(**overrides: object) -> Settings:
     except SettingsError as exc:
         # Raised by pydantic-settings when an env value is not the JSON a dict/list field needs.
         raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The ``SLOTGUARD_*`` variables that make another process load exactly ``settings``.
+
+    The result holds secrets in clear text: pass it to a child process, never to a log.
+    """
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, frozenset):
+            text = ",".join(sorted(value))
+        elif isinstance(value, dict):
+            text = orjson.dumps(value).decode()
+        else:
+            text = str(value)
+        env[f"SLOTGUARD_{name.upper()}"] = text
+    return env
+
+
+def child_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (usually ``os.environ``) without any ``SLOTGUARD_*`` variable, plus those of ``settings``.
+
+    Dropping the inherited ``SLOTGUARD_*`` first means a sourced ``dev.env`` in the parent's shell cannot
+    leak a setting the child was not meant to have.
+    """
+    env = {k: v for k, v in base.items() if not k.startswith("SLOTGUARD_")}
+    env.update(settings_to_env(settings))
+    return env
 
 
 def redact_url(url: str | SecretStr | None) -> str:

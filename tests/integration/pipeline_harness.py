@@ -1,7 +1,7 @@
 """Helpers for the end-to-end pipeline tests (no tests here): one relay + one worker on a private database,
 and the Redis side of a booking -- seed slot-cache keys, run SQL, wait until exactly the expected keys vanish.
 
-The worker's side (subprocess, settings → environment, polling) comes from ``test_worker_harness``; the relay
+The worker's side (subprocess, settings → environment, polling) comes from ``worker_harness``; the relay
 runs as the local stack's :class:`~slotguard.dev.pipeline.RelayPart`, whose health probe is "the replication
 slot is active" -- from then on every commit is captured.
 """
@@ -27,9 +27,10 @@ from slotguard.dev.kafka import run_sync
 from slotguard.dev.paths import StackPaths
 from slotguard.dev.pipeline import RelayPart
 from slotguard.dev.postgres import create_database, drop_database
-from slotguard.settings import Settings
+from slotguard.settings import Settings, settings_to_env
 from slotguard.testing.pytest_plugin import DevStackHandle, with_database
-from tests.integration.test_worker_harness import WorkerProcess, settings_env, wait_until, window_keys
+from slotguard.testing.waiting import wait_until
+from tests.integration.worker_harness import WorkerProcess, window_keys
 
 #: Seconds a change may take from commit to its keys vanishing. Generous: the first change after a relay
 #: start has been seen to take ~12 s on a busy 2-core machine; steady state is well under a second.
@@ -240,7 +241,7 @@ class PipelineDeployment:
         )
         paths = StackPaths.at(self.workdir)
         paths.ensure()
-        relay = RelayPart(paths, settings_env(settings), database_url, name)
+        relay = RelayPart(paths, settings_to_env(settings), database_url, name)
         self.relay = relay
         try:
             relay.start()

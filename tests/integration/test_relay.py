@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from connectors.config import heartbeat_topic
 from connectors.relay import offsets_file
-from slotguard.settings import Settings
+from slotguard.settings import Settings, child_environment
 
 pytestmark = pytest.mark.integration
 
@@ -132,27 +132,6 @@ class TopicReader:
         self._loop.close()
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a subprocess load exactly ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTGUARD_")}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            text = value.get_secret_value()
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, frozenset):
-            text = ",".join(sorted(value))
-        elif isinstance(value, dict):
-            text = orjson.dumps(value).decode()
-        else:
-            text = str(value)
-        env[f"SLOTGUARD_{name.upper()}"] = text
-    return env
-
-
 class RelayProcess:
     """``python -m slotguard.cli relay`` with its output in a file."""
 
@@ -161,7 +140,7 @@ class RelayProcess:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "slotguard.cli", "relay", "--progress-interval", "1"],
-                env=settings_env(settings),
+                env=child_environment(settings, os.environ),
                 cwd=workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,

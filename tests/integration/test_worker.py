@@ -11,7 +11,8 @@ import orjson
 import pytest
 import redis
 
-from tests.integration.test_worker_harness import (
+from slotguard.testing.waiting import wait_until
+from tests.integration.worker_harness import (
     BASE,
     Topics,
     WorkerProcess,
@@ -23,7 +24,6 @@ from tests.integration.test_worker_harness import (
     row,
     service_change,
     still_there,
-    wait_until,
     window_keys,
     worker_settings,
 )

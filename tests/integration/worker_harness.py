@@ -15,60 +15,21 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
 from slotguard.dev.kafka import create_topic, run_sync
-from slotguard.settings import Settings
+from slotguard.settings import Settings, child_environment
+from slotguard.testing.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-
-# --- waiting ---------------------------------------------------------------------------------------------
-
-
-def wait_until(check: Callable[[], T | None], *, timeout: float, what: Callable[[], str] | str) -> T:
-    """Poll ``check`` until it returns something truthy; on timeout fail saying what was still missing."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            detail = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for: {detail}")
-        # Poll interval of a condition wait (not a sleep standing in for synchronisation).
-        time.sleep(0.1)
 
 
 # --- the worker process ----------------------------------------------------------------------------------
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``SLOTGUARD_*`` variables reproducing ``settings`` in a subprocess."""
-    env: dict[str, str] = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            text = value.get_secret_value()
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, frozenset):
-            text = ",".join(sorted(value))
-        elif isinstance(value, dict):
-            text = orjson.dumps(value).decode()
-        else:
-            text = str(value)
-        env[f"SLOTGUARD_{name.upper()}"] = text
-    return env
 
 
 class WorkerProcess:
@@ -77,8 +38,7 @@ class WorkerProcess:
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.settings = settings
         self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTGUARD_")}
-        env.update(settings_env(settings))
+        env = child_environment(settings, os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
