@@ -22,11 +22,13 @@ from slotguard.dev.paths import StackPaths
 from slotguard.dev.procs import ManagedProcess
 
 #: Settings the local broker needs, shared by ``dev.env`` and the test fixtures. tansu rejects
-#: idempotent producers (InitProducerId fails), makes a group join wait out the whole rebalance timeout,
-#: and holds an empty fetch for the full fetch.max.wait.ms, which would add to every change's latency.
+#: idempotent producers (InitProducerId fails); it holds a group join for the rebalance timeout and for
+#: half the session timeout (measured: 3 s at 6 s, 15 s at 30 s); and it holds an empty fetch for the
+#: full fetch.max.wait.ms, which would add to every change's latency.
 BROKER_SETTINGS: dict[str, object] = {
     "kafka_enable_idempotence": False,
     "broker_rebalance_timeout": 3,
+    "broker_session_timeout": 6,
     "kafka_fetch_max_wait_ms": 100,
 }
 

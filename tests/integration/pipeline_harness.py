@@ -235,7 +235,6 @@ class PipelineDeployment:
             events_topic=f"{name}.events",
             dlq_topic=f"{name}.dlq",
             redis_key_prefix=f"{name}:",
-            broker_session_timeout=6,
             heartbeat_interval_ms=1000,
             log_level="INFO",
         )

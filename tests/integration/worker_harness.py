@@ -369,7 +369,6 @@ def worker_settings(stack: Any, topics: Topics, key_prefix: str, **overrides: An
         "events_topic": topics.events,
         "dlq_topic": topics.dlq,
         "redis_key_prefix": key_prefix,
-        "broker_session_timeout": 6,
         "database_url": None,
         "log_level": "INFO",
         "batch_timeout": 0.05,
