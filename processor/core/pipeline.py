@@ -81,6 +81,9 @@ class Outcome:
     keys: list[str] = field(default_factory=list)
     redis_keys: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: How many of the change's windows (old, new) had no resolvable event type -- for metrics, so
+    #: callers need not parse warning text.
+    unresolved_event_types: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +322,7 @@ def process_change(value: bytes | str | None, config: CoreConfig, resolver: Even
         keys=ordered,
         redis_keys=[prefix + k for k in ordered] if prefix else list(ordered),
         warnings=list(dict.fromkeys(warnings)),
+        unresolved_event_types=sum(1 for et in event_types.values() if et is None),
     )
 
 

@@ -165,11 +165,10 @@ class BatchProcessor:
             for event in h.outcome.events:
                 result.events += 1
                 self._metrics.events.labels(type=event.type).inc()
+            self._metrics.unknown_event_types.inc(h.outcome.unresolved_event_types)
             for warning in h.outcome.warnings:
                 result.warnings.append(warning)
                 self._metrics.warnings.inc()
-                if warning.startswith("no event type for"):
-                    self._metrics.unknown_event_types.inc()
                 log.warning(
                     "change processed with a warning",
                     extra={"warning": warning, "partition": h.record.partition, "offset": h.record.offset},

@@ -6,7 +6,7 @@ import pytest
 
 from processor.core.errors import MalformedChange
 from processor.core.pipeline import ServiceChange, decode_service_change, service_ids_needed
-from processor.core.resolver import ServiceInfo
+from processor.core.resolver import InMemoryResolver, ServiceInfo
 from tests.unit.changes import appointment, config, encode, envelope, run
 
 
@@ -83,3 +83,15 @@ def test_outcome_keys_are_sorted_and_unique() -> None:
     outcome = run(envelope("u", before=appointment(), after=later))
     assert outcome.keys == sorted(set(outcome.keys))
     assert len(outcome.keys) == 4
+
+
+def test_outcome_counts_windows_without_an_event_type_for_metrics() -> None:
+    """A reschedule between two services without an event type counts two unresolved windows."""
+    res = InMemoryResolver([ServiceInfo("70", "15", None), ServiceInfo("80", "15", None)])
+    before = appointment(service_id=70)
+    after = appointment(service_id=80, starts_at="2025-10-15T16:00:00Z", ends_at="2025-10-15T17:00:00Z")
+    assert run(envelope("u", before, after), res=res).unresolved_event_types == 2
+
+
+def test_outcome_counts_no_unresolved_window_when_the_event_type_is_known() -> None:
+    assert run(envelope("c", None, appointment())).unresolved_event_types == 0
