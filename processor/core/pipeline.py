@@ -84,6 +84,10 @@ class Outcome:
     #: How many of the change's windows (old, new) had no resolvable event type -- for metrics, so
     #: callers need not parse warning text.
     unresolved_event_types: int = 0
+    #: The change's Debezium op (``None`` for a tombstone) and commit time (``source.ts_ms``, else the
+    #: envelope's ``ts_ms``), so the worker can label metrics without decoding the record a second time.
+    op: str | None = None
+    source_ts_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,9 +293,12 @@ def process_change(value: bytes | str | None, config: CoreConfig, resolver: Even
     Raises :class:`~processor.core.errors.MalformedChange` or :class:`~processor.core.errors.UnsafeKeyPart`
     (both :class:`~slotguard.errors.InputError`) with a one-line message."""
     decoded = decode_envelope(value)
-    if decoded is None or decoded.envelope.op not in ("c", "u", "d"):
+    if decoded is None:
         return Outcome()
     env = decoded.envelope
+    ts_ms = env.source.ts_ms if env.source is not None and env.source.ts_ms is not None else env.ts_ms
+    if env.op not in ("c", "u", "d"):
+        return Outcome(op=env.op, source_ts_ms=ts_ms)
     if (
         env.op == "u"
         and env.before is not None
@@ -299,12 +306,12 @@ def process_change(value: bytes | str | None, config: CoreConfig, resolver: Even
         and config.appointments.unchanged(env.before, env.after)
     ):
         # The common update (notes, updated_at, customer...) leaves every column we read alone: nothing.
-        return Outcome()
+        return Outcome(op=env.op, source_ts_ms=ts_ms)
     before, after = _rows(decoded, config)
     cls = classify(decoded.envelope.op, before, after, config.statuses, config.appointments_table)
     warnings = list(cls.warnings)
     if cls.kind is Kind.NOTHING:
-        return Outcome(warnings=list(dict.fromkeys(warnings)))
+        return Outcome(warnings=list(dict.fromkeys(warnings)), op=env.op, source_ts_ms=ts_ms)
     keys: set[str] = set()
     event_types: dict[str, str | None] = {}
     # The slots the change touches: the old one is freed (cancel, reschedule), the new one taken.
@@ -323,6 +330,8 @@ def process_change(value: bytes | str | None, config: CoreConfig, resolver: Even
         redis_keys=[prefix + k for k in ordered] if prefix else list(ordered),
         warnings=list(dict.fromkeys(warnings)),
         unresolved_event_types=sum(1 for et in event_types.values() if et is None),
+        op=env.op,
+        source_ts_ms=ts_ms,
     )
 
 

@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from processor.core.decode import decode_envelope
 from processor.core.pipeline import CoreConfig, Outcome
 from processor.worker.dlq import SourceRecord, dead_letter_headers
 from processor.worker.errors import PublishFailed
@@ -92,23 +91,11 @@ class BatchProcessor:
         self._clock = clock
 
     async def _one(self, record: SourceRecord) -> _Handled:
-        op, ts_ms = "?", None
         try:
-            decoded = decode_envelope(record.value)
-            if decoded is not None:
-                op = decoded.envelope.op
-                source = decoded.envelope.source
-                ts_ms = (
-                    source.ts_ms
-                    if source is not None and source.ts_ms is not None
-                    else decoded.envelope.ts_ms
-                )
-            else:
-                op = "tombstone"
             outcome = await resolve_then_process(record.value, self._config, self._resolver)
         except InputError as exc:
-            return _Handled(record, op, ts_ms, error=exc)
-        return _Handled(record, op, ts_ms, outcome=outcome)
+            return _Handled(record, "?", None, error=exc)
+        return _Handled(record, outcome.op or "tombstone", outcome.source_ts_ms, outcome=outcome)
 
     async def handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         result = BatchResult(changes=len(records))

@@ -95,3 +95,13 @@ def test_outcome_counts_windows_without_an_event_type_for_metrics() -> None:
 
 def test_outcome_counts_no_unresolved_window_when_the_event_type_is_known() -> None:
     assert run(envelope("c", None, appointment())).unresolved_event_types == 0
+
+
+def test_outcome_carries_the_op_and_commit_time_even_when_nothing_is_invalidated() -> None:
+    """The worker labels metrics from the outcome, so a snapshot read still reports its op and time."""
+    outcome = run(envelope("r", None, appointment()))
+    assert (outcome.op, outcome.source_ts_ms, outcome.keys) == ("r", 1760536800000, [])
+
+
+def test_a_tombstone_has_no_op() -> None:
+    assert run(None).op is None
