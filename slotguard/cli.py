@@ -29,7 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="slotguard", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="slotguard",
+        description="Invalidate booking-slot cache keys in Redis from Postgres change data capture.",
+        epilog="Settings come from SLOTGUARD_* environment variables (see README.md).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)

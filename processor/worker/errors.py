@@ -17,3 +17,7 @@ class ServiceLookupFailed(DependencyError):
 
 class PublishFailed(DependencyError):
     """Kafka did not acknowledge a derived event or a dead-letter record."""
+
+
+class KafkaUnreachable(DependencyError):
+    """No Kafka broker answered at the configured bootstrap servers when the worker started."""

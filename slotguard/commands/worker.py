@@ -29,8 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
     from processor.worker.app import create_app
     from processor.worker.logging import configure_logging
+    from processor.worker.preflight import check_kafka
 
     configure_logging(settings.log_level, json=settings.log_json)
+    check_kafka(settings.kafka_bootstrap)
     # Faust creates its data directory but not the parents under our data dir.
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     app = create_app(settings)

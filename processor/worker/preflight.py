@@ -1,0 +1,33 @@
+"""Checks run before the Faust worker starts, so a misconfiguration is one clear line, not a traceback.
+
+Only Kafka is checked: without it the worker can do nothing. Redis is deliberately *not* required at start
+-- the worker runs (and holds back commits) while Redis is down, and catches up when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaError
+
+from processor.worker.errors import KafkaUnreachable
+
+
+async def _bootstrap(servers: str, request_timeout_ms: int) -> None:
+    client = AIOKafkaClient(bootstrap_servers=servers, request_timeout_ms=request_timeout_ms)
+    try:
+        await client.bootstrap()
+    finally:
+        await client.close()
+
+
+def check_kafka(servers: str, timeout: float = 10.0) -> None:
+    """Raise :class:`KafkaUnreachable` unless a broker at ``servers`` answers a metadata request."""
+    try:
+        asyncio.run(asyncio.wait_for(_bootstrap(servers, int(timeout * 1000)), timeout))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise KafkaUnreachable(
+            f"no Kafka broker answered at {servers} (SLOTGUARD_KAFKA_BOOTSTRAP): {reason}"
+        ) from None
