@@ -318,10 +318,6 @@ def _start_stack(console: Console, stack: DevStack) -> StackInfo:
         except DevStackError as exc:
             log = stack.paths.log(current["part"])
             raise DemoError(f"the local stack did not start: {exc}; log: {log}") from None
-    if result.pipeline_skipped:
-        raise DemoError(
-            f"the local stack has no pipeline: {result.pipeline_skipped}; logs: {stack.paths.logs}"
-        )
     if result.started:
         console.print(f"[dim]started {', '.join(result.started)} in {time.monotonic() - began:.1f} s[/]")
     return result.info

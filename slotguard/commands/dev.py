@@ -68,8 +68,6 @@ def run_up(args: argparse.Namespace) -> int:
                 err.print(f"[red]--- log tail ---[/]\n{exc.log_tail}", markup=False, highlight=False)
             raise
 
-    if result.pipeline_skipped:
-        err.print(f"[yellow]![/] {result.pipeline_skipped}: started the servers only (as --infra-only)")
     if result.started:
         err.print(f"started {', '.join(result.started)} in {time.monotonic() - began:.1f} s")
     else:

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 
+from slotguard.commands import add_logging_options, logging_overrides
 from slotguard.settings import load_settings
 
 log = logging.getLogger("slotguard.relay")
@@ -27,22 +28,16 @@ def register(parser: argparse.ArgumentParser) -> None:
         choices=["ERROR", "WARN", "INFO", "DEBUG"],
         help="Level of Debezium's and the Kafka client's own log lines on stderr (default: WARN).",
     )
-    parser.add_argument("--log-level", default=None, help="Log level (default: SLOTGUARD_LOG_LEVEL).")
-    parser.add_argument("--log-json", action="store_true", default=None, help="One JSON object per log line.")
+    add_logging_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides: dict[str, object] = {}
-    if args.log_level is not None:
-        overrides["log_level"] = args.log_level
-    if args.log_json:
-        overrides["log_json"] = True
-    settings = load_settings(**overrides)
+    settings = load_settings(**logging_overrides(args))
 
     # The JVM and Debezium load only when the relay actually runs.
     from connectors.relay import Relay
-    from processor.worker.logging import configure_logging
+    from slotguard.logs import configure_logging
 
     configure_logging(settings.log_level, json=settings.log_json)
     relay = Relay(settings, java_log_level=args.java_log_level)

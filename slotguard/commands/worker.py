@@ -4,32 +4,28 @@ from __future__ import annotations
 
 import argparse
 
+from slotguard.commands import add_logging_options, logging_overrides
 from slotguard.settings import load_settings
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--web-port", type=int, default=None, help="HTTP port for /metrics and /healthz.")
-    parser.add_argument("--log-level", default=None, help="Log level (default: SLOTGUARD_LOG_LEVEL).")
-    parser.add_argument("--log-json", action="store_true", default=None, help="One JSON object per log line.")
+    add_logging_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides: dict[str, object] = {}
+    overrides = logging_overrides(args)
     if args.web_port is not None:
         overrides["web_port"] = args.web_port
-    if args.log_level is not None:
-        overrides["log_level"] = args.log_level
-    if args.log_json:
-        overrides["log_json"] = True
     settings = load_settings(**overrides)
 
     # Faust and friends are imported only when the worker actually runs.
     import faust
 
     from processor.worker.app import create_app
-    from processor.worker.logging import configure_logging
     from processor.worker.preflight import check_kafka
+    from slotguard.logs import configure_logging
 
     configure_logging(settings.log_level, json=settings.log_json)
     check_kafka(settings.kafka_bootstrap)

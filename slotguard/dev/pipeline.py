@@ -1,12 +1,11 @@
 """The pipeline parts of ``dev up``: the relay (embedded Debezium) and the worker, as background processes.
 
 Both run ``<this python> -m slotguard.cli <command>`` with the stack's ``SLOTGUARD_*`` variables in their
-environment. They are only offered when their command modules exist (they are built in parallel).
+environment.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import urllib.error
@@ -21,39 +20,35 @@ from slotguard.dev.paths import StackPaths
 from slotguard.dev.procs import ManagedProcess
 
 
-def missing_pipeline_commands() -> list[str]:
-    """Names of pipeline commands that are missing (empty: relay and worker can run)."""
-    return [
-        name for name in ("relay", "worker") if importlib.util.find_spec(f"slotguard.commands.{name}") is None
-    ]
+class _CliPart(Part):
+    """A part that is ``<this python> -m slotguard.cli <name>``, logging to the stack's log dir."""
+
+    def __init__(self, paths: StackPaths, env: Mapping[str, str], port: int) -> None:
+        super().__init__(port=port)
+        self._process = ManagedProcess(
+            self.name,
+            [sys.executable, "-m", "slotguard.cli", self.name],
+            log_file=paths.log(self.name),
+            pid_file=paths.pid(self.name),
+            env={**os.environ, **env},
+            cwd=paths.root,
+        )
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
 
 
-def _cli_process(name: str, paths: StackPaths, env: Mapping[str, str]) -> ManagedProcess:
-    return ManagedProcess(
-        name,
-        [sys.executable, "-m", "slotguard.cli", name],
-        log_file=paths.log(name),
-        pid_file=paths.pid(name),
-        env={**os.environ, **env},
-        cwd=paths.root,
-    )
-
-
-class RelayPart(Part):
+class RelayPart(_CliPart):
     """Healthy once its replication slot is active, i.e. Debezium streams."""
 
     name = "relay"
     start_deadline = 120.0  # JVM start plus the initial snapshot
 
     def __init__(self, paths: StackPaths, env: Mapping[str, str], database_url: str, slot_name: str) -> None:
-        super().__init__(port=0)
+        super().__init__(paths, env, port=0)
         self._database_url = database_url
         self._slot_name = slot_name
-        self._process = _cli_process(self.name, paths, env)
-
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
 
     @property
     def url(self) -> str:
@@ -70,7 +65,7 @@ class RelayPart(Part):
         return bool(row and row[0])
 
 
-class WorkerPart(Part):
+class WorkerPart(_CliPart):
     """Healthy once ``/healthz`` answers 200 *and* reports an assigned partition.
 
     A 200 alone only says the consumer runs and Redis answers; until the group has assigned the worker its
@@ -82,12 +77,7 @@ class WorkerPart(Part):
     start_deadline = 120.0  # Faust start plus the consumer-group join
 
     def __init__(self, paths: StackPaths, env: Mapping[str, str], web_port: int) -> None:
-        super().__init__(port=web_port)
-        self._process = _cli_process(self.name, paths, env)
-
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
+        super().__init__(paths, env, port=web_port)
 
     @property
     def url(self) -> str:

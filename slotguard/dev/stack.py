@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from slotguard.dev.kafka import BROKER_SETTINGS, KafkaPart
 from slotguard.dev.parts import Part, free_port, port_is_free
 from slotguard.dev.paths import StackPaths
-from slotguard.dev.pipeline import RelayPart, WorkerPart, missing_pipeline_commands
+from slotguard.dev.pipeline import RelayPart, WorkerPart
 from slotguard.dev.postgres import PostgresPart
 from slotguard.dev.redis import RedisPart
 
@@ -77,7 +77,6 @@ class UpResult:
     started: list[str]
     already_running: list[str]
     #: why the relay/worker were not started ('' if they were, or were not asked for)
-    pipeline_skipped: str
 
 
 def _ignore(_part: str, _event: str) -> None:
@@ -174,30 +173,20 @@ class DevStack:
             raise
         self.write_env(info)
 
-        skipped = ""
         if not infra_only:
-            missing = missing_pipeline_commands()
-            if missing:
-                skipped = f"slotguard {' and '.join(missing)} not available yet"
-            else:
-                pipeline_started: list[Part] = []
-                try:
-                    # The worker reads what the relay writes: start them in order, each once healthy.
-                    for part in self._pipeline(info):
-                        for waiting in self._start_all([part], pipeline_started, running, on_event):
-                            self._await(waiting, on_event)
-                except BaseException:
-                    # The servers stay up (they are fine and hold the data); only the pipeline is undone.
-                    for part in reversed(pipeline_started):
-                        part.stop()
-                    raise
-                started.extend(pipeline_started)
-        return UpResult(
-            info=info,
-            started=[p.name for p in started],
-            already_running=running,
-            pipeline_skipped=skipped,
-        )
+            pipeline_started: list[Part] = []
+            try:
+                # The worker reads what the relay writes: start them in order, each once healthy.
+                for part in self._pipeline(info):
+                    for waiting in self._start_all([part], pipeline_started, running, on_event):
+                        self._await(waiting, on_event)
+            except BaseException:
+                # The servers stay up (they are fine and hold the data); only the pipeline is undone.
+                for part in reversed(pipeline_started):
+                    part.stop()
+                raise
+            started.extend(pipeline_started)
+        return UpResult(info=info, started=[p.name for p in started], already_running=running)
 
     @staticmethod
     def _await(part: Part, on_event: EventSink) -> None:

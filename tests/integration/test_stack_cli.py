@@ -12,7 +12,6 @@ import psutil
 import psycopg
 import pytest
 
-from slotguard.dev.pipeline import missing_pipeline_commands
 from slotguard.dev.stack import DevStack
 
 pytestmark = pytest.mark.integration
@@ -99,16 +98,12 @@ def test_dev_up_then_down_twice_leaves_no_process_behind() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_dev_up_starts_the_relay_and_worker_when_they_exist() -> None:
+def test_dev_up_starts_the_relay_and_worker_too() -> None:
     base = _fresh_base()
     try:
         up = _dev("up", base=base)
         pids = DevStack(base).pids()
-        if missing_pipeline_commands():
-            assert "not available yet" in up.stderr
-            assert set(pids) == {"postgres", "kafka", "redis"}
-        else:
-            assert set(pids) == {"postgres", "kafka", "redis", "relay", "worker"}, up.stderr
+        assert set(pids) == {"postgres", "kafka", "redis", "relay", "worker"}, up.stderr
         processes = _processes_of(pids)
         _dev("down", base=base)
         _gone, alive = psutil.wait_procs(processes, timeout=10)

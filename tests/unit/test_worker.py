@@ -232,7 +232,7 @@ def test_a_notes_only_batch_touches_neither_redis_nor_kafka() -> None:
 def test_json_log_lines_carry_the_extra_fields() -> None:
     import logging
 
-    from processor.worker.logging import JsonFormatter
+    from slotguard.logs import JsonFormatter
 
     record = logging.LogRecord(
         "slotguard.worker", logging.INFO, __file__, 1, "cache invalidation complete", (), None

@@ -1,4 +1,4 @@
-"""Logging setup for the worker: plain ``key=value`` text or one JSON object per line (``log_json``).
+"""Logging setup for the long-running commands (worker, relay): plain ``key=value`` text or one JSON object per line (``log_json``).
 
 Structured fields are passed with ``extra={...}``; both formatters append every attribute a record has
 beyond the standard ones, so ``log.info("cache invalidated", extra={"keys_deleted": 3})`` renders as
