@@ -11,7 +11,6 @@ import orjson
 import pytest
 import redis
 
-from slotguard.testing.waiting import wait_until
 from tests.integration.worker_harness import (
     BASE,
     Topics,
@@ -24,6 +23,7 @@ from tests.integration.worker_harness import (
     row,
     service_change,
     still_there,
+    wait_keys_gone,
     window_keys,
     worker_settings,
 )
@@ -110,11 +110,7 @@ def test_changes_delete_exactly_their_keys_and_publish_events(
     )
     worker = start_worker(worker_settings(dev_stack, topics, key_prefix))
 
-    wait_until(
-        lambda: worker.alive_or_fail() and not still_there(redis_client, doomed),
-        timeout=120,
-        what=lambda: f"keys still present: {still_there(redis_client, doomed)}; log:\n{worker.log_tail()}",
-    )
+    wait_keys_gone(redis_client, doomed, worker)
     assert still_there(redis_client, survivors) == survivors
 
     events = read_topic(dev_stack.kafka_bootstrap, topics.events, at_least=4)
@@ -153,11 +149,7 @@ def test_bad_records_go_to_the_dlq_with_reasons_and_the_rest_is_processed(
     )  # fmt: skip
     worker = start_worker(worker_settings(dev_stack, topics, key_prefix))
 
-    wait_until(
-        lambda: worker.alive_or_fail() and not still_there(redis_client, keys),
-        timeout=120,
-        what=lambda: f"keys still present: {still_there(redis_client, keys)}; log:\n{worker.log_tail()}",
-    )
+    wait_keys_gone(redis_client, keys, worker)
     dead = read_topic(dev_stack.kafka_bootstrap, topics.dlq, at_least=3)
     assert [(r.key, r.value) for r in dead] == [(b"g", garbage), (b"3", star), (b"4", space)]
     for record, offset in zip(dead, (1, 2, 3), strict=True):
@@ -197,13 +189,7 @@ def test_missing_event_type_widens_to_the_company_from_the_services_topic(
     )  # fmt: skip
     worker = start_worker(worker_settings(dev_stack, topics, key_prefix))
 
-    wait_until(
-        lambda: worker.alive_or_fail() and not still_there(redis_client, widened + later),
-        timeout=120,
-        what=lambda: (
-            f"keys still present: {still_there(redis_client, widened + later)}; log:\n{worker.log_tail()}"
-        ),
-    )
+    wait_keys_gone(redis_client, widened + later, worker)
     assert still_there(redis_client, other_company) == other_company
     assert worker.metric("slotguard_unknown_event_types_total") == 2
     health = worker.healthz()
@@ -240,12 +226,6 @@ def test_missing_event_type_falls_back_to_postgres(
     )  # fmt: skip
     worker = start_worker(worker_settings(dev_stack, t, key_prefix, database_url=fresh_database))
 
-    wait_until(
-        lambda: worker.alive_or_fail() and not still_there(redis_client, direct + widened),
-        timeout=120,
-        what=lambda: (
-            f"keys still present: {still_there(redis_client, direct + widened)}; log:\n{worker.log_tail()}"
-        ),
-    )
+    wait_keys_gone(redis_client, direct + widened, worker)
     assert still_there(redis_client, untouched) == untouched
     assert worker.metric("slotguard_unknown_event_types_total") == 1

@@ -24,6 +24,7 @@ from tests.integration.worker_harness import (
     row,
     service_change,
     still_there,
+    wait_keys_gone,
     window_keys,
     worker_settings,
 )
@@ -151,13 +152,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
     produce(dev_stack.kafka_bootstrap, topics.appointments, [_booking(i) for i in range(30, 60)])
 
     restarted = _start(workers, settings.model_copy(update={"web_port": settings.web_port}), tmp_path)
-    wait_until(
-        lambda: restarted.alive_or_fail() and not still_there(redis_client, keys),
-        timeout=180,
-        what=lambda: (
-            f"{len(still_there(redis_client, keys))} keys still present; log:\n{restarted.log_tail()}"
-        ),
-    )
+    wait_keys_gone(redis_client, keys, restarted, timeout=180)
 
 
 def test_two_workers_share_the_partitions_of_one_group(
@@ -194,11 +189,7 @@ def test_two_workers_share_the_partitions_of_one_group(
         topics.appointments,
         [(k, v, i % 2) for i, (k, v, _) in enumerate(_booking(i) for i in range(40))],
     )
-    wait_until(
-        lambda: first.alive_or_fail() and second.alive_or_fail() and not still_there(redis_client, keys),
-        timeout=120,
-        what=lambda: f"{len(still_there(redis_client, keys))} keys still present",
-    )
+    wait_keys_gone(redis_client, keys, first, second)
     per_worker = [w.metric("slotguard_changes_total", op="c", outcome="invalidated") for w in (first, second)]
     assert per_worker == [20, 20], f"changes per worker: {per_worker}"
     for w in (first, second):

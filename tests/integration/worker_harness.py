@@ -381,3 +381,13 @@ def worker_settings(stack: Any, topics: Topics, key_prefix: str, **overrides: An
 def still_there(client: Any, keys: Iterable[str]) -> list[str]:
     """The keys of ``keys`` that still exist."""
     return [k for k in keys if client.exists(k)]
+
+
+def wait_keys_gone(client: Any, keys: list[str], *workers: WorkerProcess, timeout: float = 120) -> None:
+    """Wait until none of ``keys`` exists while every worker stays alive; on timeout fail naming the keys
+    still there and the first worker's log tail."""
+    wait_until(
+        lambda: all(w.alive_or_fail() for w in workers) and not still_there(client, keys),
+        timeout=timeout,
+        what=lambda: f"keys still present: {still_there(client, keys)}; log:\n{workers[0].log_tail()}",
+    )
