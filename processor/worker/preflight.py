@@ -7,6 +7,7 @@ Only Kafka is checked: without it the worker can do nothing. Redis is deliberate
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
@@ -24,6 +25,10 @@ async def _bootstrap(servers: str, request_timeout_ms: int) -> None:
 
 def check_kafka(servers: str, timeout: float = 10.0) -> None:
     """Raise :class:`KafkaUnreachable` unless a broker at ``servers`` answers a metadata request."""
+    # aiokafka logs each failed connection attempt itself; the error raised below already says it all.
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
     try:
         asyncio.run(asyncio.wait_for(_bootstrap(servers, int(timeout * 1000)), timeout))
     except (KafkaError, OSError, TimeoutError) as exc:
@@ -31,3 +36,5 @@ def check_kafka(servers: str, timeout: float = 10.0) -> None:
         raise KafkaUnreachable(
             f"no Kafka broker answered at {servers} (SLOTGUARD_KAFKA_BOOTSTRAP): {reason}"
         ) from None
+    finally:
+        client_log.setLevel(level)

@@ -31,3 +31,4 @@ def test_worker_without_a_reachable_broker_exits_2_with_one_error_line(tmp_path:
     assert len(errors) == 1, done.stderr
     assert "no Kafka broker answered" in errors[0]
     assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == errors[0], "the error is the only line on stderr"
