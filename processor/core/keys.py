@@ -4,7 +4,8 @@ The template (``SLOTGUARD_KEY_TEMPLATE``) is a ``str.format`` template over ``co
 ``event_type``, ``start`` and ``end``; ``start``/``end`` are the bucket's bounds rendered in the key zone
 with their ``strftime`` spec (default ``%Y-%m-%d-%H``), and a null branch renders empty. The template is
 compiled once: tenant parts are substituted once per (company, branch, event type), bucket times are
-rendered once per bucket and cached.
+rendered once per bucket, and the keys of a window (up to a day long) once per tenant, event type and
+window -- all in bounded caches.
 
 Tenant ids must be integers (or fully match ``SLOTGUARD_TENANT_ID_PATTERN``), and even a configured
 pattern cannot admit what could widen a Redis pattern or split a key: ``* ? [ ] \\``, whitespace, control
@@ -28,13 +29,25 @@ DEFAULT_TIME_SPEC: Final = "%Y-%m-%d-%H"
 _GLOB_AND_ESCAPE: Final = "*?[]\\"
 _INTEGER: Final = re.compile(r"-?[0-9]+")
 _CACHE_LIMIT: Final = 1 << 16
+#: Rendered windows kept, and the longest one kept (in buckets): at most ~10 MB of keys, typically ~1 MB.
+_KEY_CACHE_LIMIT: Final = 1 << 12
+_KEY_CACHE_SPAN: Final = 24
 _HOUR: Final = timedelta(hours=1)
 
 
 class KeyTemplate:
     """A compiled key template."""
 
-    __slots__ = ("_pieces", "_prefix_cache", "_time_cache", "_time_specs", "_zone", "separators", "source")
+    __slots__ = (
+        "_key_cache",
+        "_pieces",
+        "_prefix_cache",
+        "_time_cache",
+        "_time_specs",
+        "_zone",
+        "separators",
+        "source",
+    )
 
     def __init__(self, template: str, zone: tzinfo) -> None:
         self.source = template
@@ -84,6 +97,7 @@ class KeyTemplate:
         self._time_specs = tuple(time_specs)
         self._time_cache: dict[int, tuple[str, ...]] = {}
         self._prefix_cache: dict[tuple[str, str, str], str] = {}
+        self._key_cache: dict[tuple[str, tuple[int, ...]], tuple[str, ...]] = {}
 
     def _tenant_format(self, company: str, branch: str, event_type: str) -> str:
         key = (company, branch, event_type)
@@ -122,7 +136,18 @@ class KeyTemplate:
 
         Parts must already be checked by :class:`TenantGuard`; ``None`` renders empty."""
         fmt = self._tenant_format(company, branch or "", event_type or "")
-        return [fmt.format(*self._times(b)) for b in buckets]
+        # The same tenant and event type over the same hours recurs (several bookings of one service in
+        # one hour, reschedules, redeliveries): the rendered keys are cached per window.
+        span = tuple(buckets)
+        keys = self._key_cache.get((fmt, span))
+        if keys is None:
+            keys = tuple([fmt.format(*self._times(b)) for b in span])
+            if len(span) > _KEY_CACHE_SPAN:
+                return list(keys)
+            if len(self._key_cache) >= _KEY_CACHE_LIMIT:
+                self._key_cache.clear()
+            self._key_cache[(fmt, span)] = keys
+        return list(keys)
 
 
 class TenantGuard:

@@ -232,6 +232,13 @@ def _keys_for(
 # --- entry points -----------------------------------------------------------------------------------
 
 
+# The event models' validators, called directly: ``model_validate``'s keyword handling alone costs a
+# fifth of validating an event. Same validation, same result.
+_validate_booked = AppointmentBooked.__pydantic_validator__.validate_python
+_validate_rescheduled = AppointmentRescheduled.__pydantic_validator__.validate_python
+_validate_cancelled = AppointmentCancelled.__pydantic_validator__.validate_python
+
+
 def _build_event(
     cls: Classification, env: ChangeEnvelope, event_types: dict[str, str | None]
 ) -> BookingEvent | None:
@@ -253,7 +260,8 @@ def _build_event(
             "new_window": _window(new),
         }
         if cls.kind is Kind.BOOKED:
-            return AppointmentBooked.model_validate(data)
+            booked: AppointmentBooked = _validate_booked(data)
+            return booked
         old = cls.before
         if old is None:
             return None
@@ -265,12 +273,13 @@ def _build_event(
             old_window=_window(old),
             changed=list(cls.changed),
         )
-        return AppointmentRescheduled.model_validate(data)
+        rescheduled: AppointmentRescheduled = _validate_rescheduled(data)
+        return rescheduled
     if cls.kind is Kind.CANCELLED:
         old = cls.before
         if old is None or old.id is None:
             return None
-        return AppointmentCancelled.model_validate(
+        cancelled: AppointmentCancelled = _validate_cancelled(
             {
                 "event_id": event_id(env, old.id, "cancelled"),
                 "appointment_id": old.id,
@@ -284,6 +293,7 @@ def _build_event(
                 "old_window": _window(old),
             }
         )
+        return cancelled
     return None
 
 
@@ -328,8 +338,8 @@ def process_change(value: bytes | str | None, config: CoreConfig, resolver: Even
         events=[event] if event is not None else [],
         keys=ordered,
         redis_keys=[prefix + k for k in ordered] if prefix else list(ordered),
-        warnings=list(dict.fromkeys(warnings)),
-        unresolved_event_types=sum(1 for et in event_types.values() if et is None),
+        warnings=list(dict.fromkeys(warnings)) if warnings else warnings,
+        unresolved_event_types=list(event_types.values()).count(None),
         op=env.op,
         source_ts_ms=ts_ms,
     )

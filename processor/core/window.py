@@ -65,7 +65,7 @@ class HourWindow:
         if truncated:
             count = MAX_BUCKETS
         begin = first - self.before * HOUR
-        return [begin + i * HOUR for i in range(count)], truncated
+        return list(range(begin, begin + count * HOUR, HOUR)), truncated
 
     def bucket_datetime(self, bucket: int) -> datetime:
         """A bucket start as an aware datetime in the key zone."""

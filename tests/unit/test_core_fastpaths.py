@@ -1,0 +1,86 @@
+"""The core's hot path calls the event validators directly and builds rows, classifications and
+outcomes through hand-written constructors; the results must match the ordinary ones."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from processor.core.classify import Classification, Kind
+from processor.core.pipeline import Outcome
+from schemas.events import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
+from schemas.rows import AppointmentRow
+from tests.unit.changes import appointment, config, envelope, run
+
+CHANGES = {
+    "booked": envelope("c", after=appointment()),
+    "booked_without_lsn": envelope("c", after=appointment(), lsn=None),
+    "rescheduled": envelope(
+        "u",
+        before=appointment(),
+        after=appointment(starts_at="2025-10-15T16:00:00Z", ends_at="2025-10-15T17:00:00Z", branch_id=2),
+    ),
+    "cancelled": envelope("u", before=appointment(), after=appointment(status="cancelled")),
+    "deleted_without_source": {**envelope("d", before=appointment(ends_at=None)), "source": None},
+    "unresolved_service": envelope("c", after=appointment(service_id=None)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_events_equal_their_model_validate_twins(name: str) -> None:
+    """Each event the core builds equals, field for field and byte for byte, model_validate of its data."""
+    (event,) = run(CHANGES[name]).events
+    assert isinstance(event, AppointmentBooked | AppointmentRescheduled | AppointmentCancelled)
+    # What the core used to validate: the given fields only (``type`` and unset defaults left out).
+    validated = type(event).model_validate(event.model_dump(exclude_unset=True))
+    assert event == validated
+    assert event.to_json() == validated.to_json()
+    assert event.model_fields_set == validated.model_fields_set
+    assert event.source.model_fields_set == validated.source.model_fields_set
+
+
+def test_rows_and_classifications_stay_frozen_dataclasses() -> None:
+    """Rows and classifications keep dataclass equality, replace() and immutability."""
+    row = AppointmentRow("1", "15", None, "7", None, None, "scheduled", None)
+    assert row.unavailable == frozenset()
+    assert dataclasses.replace(row, id="2") == AppointmentRow(
+        "2", "15", None, "7", None, None, "scheduled", None
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.id = "3"  # type: ignore[misc]
+    cls = Classification(Kind.BOOKED, after=row)
+    assert cls == Classification(Kind.BOOKED, None, row, None, (), ())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cls.kind = Kind.NOTHING  # type: ignore[misc]
+
+
+def test_default_outcomes_do_not_share_lists() -> None:
+    """Every Outcome() gets its own empty lists, as with the declared default factories."""
+    a, b = Outcome(), Outcome()
+    assert a == b
+    assert a.events is not b.events
+    assert a.keys is not b.keys
+    assert a.warnings is not b.warnings
+    assert [f.name for f in dataclasses.fields(Outcome)][:4] == ["events", "keys", "redis_keys", "warnings"]
+
+
+def test_cached_key_renders_are_fresh_lists() -> None:
+    """A cached window's keys come back as a new list each time: a caller's edit does not leak."""
+    template = config().template
+    buckets = [1760536800 + i * 3600 for i in range(3)]
+    first = template.render("15", "1", "123", buckets)
+    first.append("tampered")
+    again = template.render("15", "1", "123", buckets)
+    assert again == first[:3]
+    assert again[0] == "cal_slots_15_1_123_2025-10-15-14_2025-10-15-15"
+
+
+def test_long_windows_render_the_same_with_and_without_the_cache() -> None:
+    """Windows too long to cache render every bucket, identically on each call."""
+    template = config().template
+    buckets = [1760536800 + i * 3600 for i in range(48)]
+    keys = template.render("15", None, "123", buckets)
+    assert len(keys) == 48
+    assert keys == template.render("15", None, "123", buckets)
+    assert keys[-1] == "cal_slots_15__123_2025-10-17-13_2025-10-17-14"
