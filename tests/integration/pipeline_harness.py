@@ -272,12 +272,13 @@ class PipelineDeployment:
 
 def wait_healthy(worker: WorkerProcess, timeout: float = 60.0) -> None:
     """Until /healthz answers 200 (consumer running, Redis reachable)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        worker.alive_or_fail()
+
+    def answers_200() -> bool:
         health = worker.healthz()
-        if health is not None and health[0] == 200:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"worker /healthz not 200 after {timeout:.0f}s: {health}\n{worker.log_tail()}")
-        time.sleep(0.1)  # poll interval of a condition wait
+        return worker.alive_or_fail() and health is not None and health[0] == 200
+
+    wait_until(
+        answers_200,
+        timeout=timeout,
+        what=lambda: f"worker /healthz 200 (now: {worker.healthz()}); log:\n{worker.log_tail()}",
+    )
