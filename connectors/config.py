@@ -10,12 +10,41 @@ exactly as a Connect worker does.
 
 from __future__ import annotations
 
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.errors import DatabaseUrlError
-from slotguard.settings import Settings
+
+
+class ConnectorSettings(Protocol):
+    """What the connector's properties are made of: the narrow view of the settings this package reads.
+
+    The composition root's ``slotguard.settings.Settings`` satisfies it; tests may pass anything that does.
+    """
+
+    @property
+    def topic_prefix(self) -> str: ...
+    @property
+    def db_schema(self) -> str: ...
+    @property
+    def appointments_table(self) -> str: ...
+    @property
+    def services_table(self) -> str: ...
+    @property
+    def appointments_topic(self) -> str: ...
+    @property
+    def services_topic(self) -> str: ...
+    @property
+    def slot_name(self) -> str: ...
+    @property
+    def publication_name(self) -> str: ...
+    @property
+    def heartbeat_interval_ms(self) -> int: ...
+    @property
+    def poll_interval_ms(self) -> int: ...
+
 
 #: Name of the Connect connector, and of the embedded engine (Debezium keys stored offsets by it).
 CONNECTOR_NAME = "slotguard-appointments"
@@ -88,7 +117,7 @@ def parse_database_url(url: SecretStr | str | None) -> PostgresTarget:
     )
 
 
-def captured_tables(settings: Settings) -> list[str]:
+def captured_tables(settings: ConnectorSettings) -> list[str]:
     """The ``schema.table`` names the connector captures, appointments first."""
     return [
         f"{settings.db_schema}.{settings.appointments_table}",
@@ -96,12 +125,12 @@ def captured_tables(settings: Settings) -> list[str]:
     ]
 
 
-def heartbeat_topic(settings: Settings) -> str:
+def heartbeat_topic(settings: ConnectorSettings) -> str:
     """The topic Debezium writes heartbeats to: ``__debezium-heartbeat.<topic prefix>``."""
     return f"{HEARTBEAT_TOPIC_PREFIX}.{settings.topic_prefix}"
 
 
-def change_topics(settings: Settings) -> list[str]:
+def change_topics(settings: ConnectorSettings) -> list[str]:
     """Every topic the connector writes: appointments, services, heartbeats."""
     return [settings.appointments_topic, settings.services_topic, heartbeat_topic(settings)]
 
@@ -117,7 +146,7 @@ def converter_properties() -> dict[str, str]:
     }
 
 
-def connector_properties(settings: Settings, target: PostgresTarget) -> dict[str, str]:
+def connector_properties(settings: ConnectorSettings, target: PostgresTarget) -> dict[str, str]:
     """The properties the relay and Kafka Connect share: source, capture, topics, serialisation.
 
     ``target.password`` is written as given: the real password for the relay, a placeholder for Connect.

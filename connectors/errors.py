@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slotguard.errors import ConfigError, DependencyError
+from schemas.errors import ConfigError, DependencyError
 
 
 class DatabaseUrlError(ConfigError):
@@ -19,3 +19,11 @@ class RelayStoppedError(DependencyError):
 
 class RelayDeliveryError(DependencyError):
     """Kafka did not acknowledge a batch; its offsets were not committed, so it is re-read on restart."""
+
+
+class JavaNotFound(RelayStartError):
+    """No JVM >= 17 was found for the embedded Debezium relay."""
+
+
+class ConnectApiError(DependencyError):
+    """Kafka Connect's REST API could not be reached or refused a request."""

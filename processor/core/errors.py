@@ -1,9 +1,9 @@
-"""Errors the core raises. All are :class:`~slotguard.errors.InputError`: the change cannot be processed
+"""Errors the core raises. All are :class:`~schemas.errors.InputError`: the change cannot be processed
 as it is (the worker sends it to the dead-letter topic, ``slotguard explain`` prints one line)."""
 
 from __future__ import annotations
 
-from slotguard.errors import ConfigError, InputError
+from schemas.errors import ConfigError, InputError
 
 
 class MalformedChange(InputError):

@@ -150,13 +150,20 @@ class KeyTemplate:
         return list(keys)
 
 
+#: Longest tenant id (company, branch, event type) that may become part of a key.
+DEFAULT_MAX_TENANT_ID_LENGTH = 64  # a UUID (36) fits; a 2,000-digit id does not
+
+
 class TenantGuard:
     """Checks tenant ids before they go into a key."""
 
-    __slots__ = ("_forbidden", "_ok", "_pattern")
+    __slots__ = ("_forbidden", "_max_length", "_ok", "_pattern")
 
-    def __init__(self, pattern: str | None, separators: Iterable[str]) -> None:
+    def __init__(
+        self, pattern: str | None, separators: Iterable[str], max_length: int = DEFAULT_MAX_TENANT_ID_LENGTH
+    ) -> None:
         self._pattern = re.compile(pattern) if pattern is not None else _INTEGER
+        self._max_length = max_length
         self._forbidden = frozenset(_GLOB_AND_ESCAPE) | frozenset(separators)
         self._ok: set[str] = set()
 
@@ -166,6 +173,12 @@ class TenantGuard:
             return value
         if not value:
             raise UnsafeKeyPart(f"{field} is empty")
+        if len(value) > self._max_length:
+            # Checked first: a 2,000-digit id must not reach the regex or become a key.
+            raise UnsafeKeyPart(
+                f"{field} {value[:20]!r}... is {len(value)} characters, longer than "
+                f"{self._max_length} (SLOTGUARD_MAX_TENANT_ID_LENGTH)"
+            )
         for char in value:
             if char in self._forbidden or char.isspace() or not char.isprintable():
                 raise UnsafeKeyPart(

@@ -1,1 +1,2 @@
-"""The Faust worker: thin agents around the core, Redis invalidation, DLQ, metrics."""
+"""The worker: a Faust application around a batch consumer of the appointments topic, the batch handler
+(the agent), Redis invalidation, the DLQ, metrics and the failure policy."""

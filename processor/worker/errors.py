@@ -1,10 +1,10 @@
 """Errors the worker raises. Client-library errors (redis, psycopg, aiokafka) are wrapped into these at
-the boundary, so the agent decides by category: a :class:`~slotguard.errors.DependencyError` is retried,
-an :class:`~slotguard.errors.InputError` is dead-lettered."""
+the boundary, so the agent decides by category: a :class:`~schemas.errors.DependencyError` is retried,
+an :class:`~schemas.errors.InputError` is dead-lettered."""
 
 from __future__ import annotations
 
-from slotguard.errors import DependencyError
+from schemas.errors import DependencyError
 
 
 class RedisUnavailable(DependencyError):

@@ -62,6 +62,19 @@ class WorkerMetrics:
         self.redis_retries = Counter(
             "slotguard_redis_retries", "Redis UNLINK attempts that failed and were retried.", registry=r
         )
+        self.publish_retries = Counter(
+            "slotguard_publish_retries",
+            "Derived-event or dead-letter publishes Kafka did not acknowledge, retried.",
+            registry=r,
+        )
+        self.lookup_failures = Counter(
+            "slotguard_lookup_failures",
+            "Postgres event-type lookups that failed (the change was derived without them).",
+            registry=r,
+        )
+        self.commits = Counter(
+            "slotguard_commits", "Offset commits of the appointments consumer.", registry=r
+        )
         self.dlq = Counter(
             "slotguard_dlq",
             "Records sent to the dead-letter topic, by error class.",

@@ -13,28 +13,29 @@ from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from processor.worker.errors import KafkaUnreachable
+from schemas.connections import KafkaConnection
 
 
-async def _bootstrap(servers: str, request_timeout_ms: int) -> None:
-    client = AIOKafkaClient(bootstrap_servers=servers, request_timeout_ms=request_timeout_ms)
+async def _bootstrap(kafka: KafkaConnection, request_timeout_ms: int) -> None:
+    client = AIOKafkaClient(**kafka.aiokafka_options(), request_timeout_ms=request_timeout_ms)
     try:
         await client.bootstrap()
     finally:
         await client.close()
 
 
-def check_kafka(servers: str, timeout: float = 10.0) -> None:
-    """Raise :class:`KafkaUnreachable` unless a broker at ``servers`` answers a metadata request."""
+def check_kafka(kafka: KafkaConnection, timeout: float = 10.0) -> None:
+    """Raise :class:`KafkaUnreachable` unless a broker of ``kafka`` answers a metadata request."""
     # aiokafka logs each failed connection attempt itself; the error raised below already says it all.
     client_log = logging.getLogger("aiokafka")
     level = client_log.level
     client_log.setLevel(logging.CRITICAL)
     try:
-        asyncio.run(asyncio.wait_for(_bootstrap(servers, int(timeout * 1000)), timeout))
+        asyncio.run(asyncio.wait_for(_bootstrap(kafka, int(timeout * 1000)), timeout))
     except (KafkaError, OSError, TimeoutError) as exc:
         reason = str(exc) or type(exc).__name__
         raise KafkaUnreachable(
-            f"no Kafka broker answered at {servers} (SLOTGUARD_KAFKA_BOOTSTRAP): {reason}"
+            f"no Kafka broker answered at {kafka.bootstrap} (SLOTGUARD_KAFKA_BOOTSTRAP): {reason}"
         ) from None
     finally:
         client_log.setLevel(level)

@@ -1,40 +1,36 @@
-"""Event-type resolution backends: which Cal.com event type(s) a change's service / company maps to.
+"""Event-type resolution for the worker: which Cal.com event type(s) a change's service / company maps to.
 
 Three layers, consulted in this order by :class:`LayeredResolver` (the synchronous
 :class:`~processor.core.resolver.EventTypeResolver` the pure core calls):
 
-1. :class:`ServicesFeed` -- every row of the ``services`` CDC topic, read by a group-less Kafka consumer
-   from the beginning into an :class:`~processor.core.resolver.InMemoryResolver`. Group-less on purpose:
-   every worker needs *all* services, while a Faust table (or an agent in the worker's consumer group)
-   would give each worker only the partitions it owns (see docs/worker.md).
-2. :class:`PostgresLookup` -- a read-only psycopg (async) lookup for what the feed has not seen, cached
-   for ``resolver_cache_ttl`` seconds, negative answers included.
-3. Nothing: the core then widens to every event type of the company, or skips (``unknown_event_type``).
+1. the services feed (:mod:`processor.worker.services_feed`): every row of the ``services`` CDC topic in an
+   :class:`~processor.core.resolver.InMemoryResolver`;
+2. :class:`PostgresLookup`: a read-only lookup for what the feed has not seen, cached for
+   ``resolver_cache_ttl`` seconds, negative answers included;
+3. nothing: the core then widens to every event type of the company, or skips (``unknown_event_type``).
 
-The core never does I/O: the worker runs it once against the layers, and when the resolver recorded
-misses it pre-fetches them from Postgres and runs the core again (:func:`resolve_then_process`).
+The core never does I/O: before deriving a batch, :func:`prefetch` asks each read change which services
+it needs, fetches what no layer knows, then the companies of rows still without an event type.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from typing import Generic, TypeVar, cast
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 from psycopg import sql
 
-from processor.core.pipeline import CoreConfig, Outcome, decode_service_change, process_change
+from processor.core.config import CoreConfig
+from processor.core.derive import companies_needed
+from processor.core.read import ReadChange
 from processor.core.resolver import InMemoryResolver, ServiceInfo
 from processor.worker.errors import ServiceLookupFailed
-from processor.worker.metrics import WorkerMetrics
+from processor.worker.policy import FailurePolicy
 from schemas.rows import SERVICE_FIELDS, resolve_columns
-from slotguard.errors import InputError
 
 log = logging.getLogger("slotguard.worker.resolution")
 
@@ -124,17 +120,6 @@ class PostgresLookup:
             self._conn = None
 
 
-@dataclass
-class Misses:
-    """What one run of the core asked for and no layer could answer yet."""
-
-    services: set[str] = field(default_factory=set)
-    companies: set[str] = field(default_factory=set)
-
-    def __bool__(self) -> bool:
-        return bool(self.services or self.companies)
-
-
 class LayeredResolver:
     """The core's synchronous resolver: the services feed, then cached Postgres answers; records misses."""
 
@@ -150,25 +135,18 @@ class LayeredResolver:
         self.lookup = lookup
         self.services_cache: TtlCache[ServiceInfo | None] = TtlCache(ttl, clock)
         self.companies_cache: TtlCache[tuple[str, ...] | None] = TtlCache(ttl, clock)
-        self.misses = Misses()
 
     def service(self, service_id: str) -> ServiceInfo | None:
         info = self.local.service(service_id)
         if info is not None or self.lookup is None:
             return info
-        found, cached = self.services_cache.get(service_id)
-        if not found:
-            self.misses.services.add(service_id)
-        return cached
+        return self.services_cache.get(service_id)[1]
 
     def event_types_of_company(self, company_id: str) -> Sequence[str] | None:
         local = self.local.event_types_of_company(company_id) or ()
         remote: tuple[str, ...] = ()
         if self.lookup is not None:
-            found, cached = self.companies_cache.get(company_id)
-            if not found:
-                self.misses.companies.add(company_id)
-            remote = cached or ()
+            remote = self.companies_cache.get(company_id)[1] or ()
         merged = sorted(set(local) | set(remote))
         return merged or None
 
@@ -178,125 +156,54 @@ class LayeredResolver:
         if info.company_id is not None:
             self.companies_cache.discard(info.company_id)
 
-    async def prefetch(self, misses: Misses) -> None:
-        """Ask Postgres for every miss; a failed lookup is logged and left uncached (tried again next time)."""
+    def unknown_services(self, service_ids: Iterable[str]) -> set[str]:
+        """Services neither the feed nor a live cached Postgres answer knows (empty without Postgres)."""
         if self.lookup is None:
+            return set()
+        return {s for s in service_ids if self.local.service(s) is None and not self.services_cache.get(s)[0]}
+
+    def unknown_companies(self, company_ids: Iterable[str]) -> set[str]:
+        """Companies whose event types Postgres has not answered recently (empty without Postgres)."""
+        if self.lookup is None:
+            return set()
+        return {c for c in company_ids if not self.companies_cache.get(c)[0]}
+
+    async def fetch(self, services: Iterable[str], companies: Iterable[str], policy: FailurePolicy) -> None:
+        """Ask Postgres for each; a failed lookup degrades (left uncached, asked again next time)."""
+        lookup = self.lookup
+        if lookup is None:
             return
-        for service_id in sorted(misses.services):
-            try:
-                self.services_cache.put(service_id, await self.lookup.service(service_id))
-            except ServiceLookupFailed as exc:
-                log.warning("service lookup failed", extra={"service_id": service_id, "error": str(exc)})
-        for company_id in sorted(misses.companies):
-            try:
-                self.companies_cache.put(company_id, await self.lookup.company_event_types(company_id))
-            except ServiceLookupFailed as exc:
-                log.warning("company lookup failed", extra={"company_id": company_id, "error": str(exc)})
+        for service_id in sorted(services):
+            found = await policy.degrade("postgres", partial(_found, lookup.service(service_id)), _FAILED)
+            if found is not _FAILED:
+                self.services_cache.put(service_id, cast(ServiceInfo | None, found))
+        for company_id in sorted(companies):
+            types = await policy.degrade(
+                "postgres", partial(_found, lookup.company_event_types(company_id)), _FAILED
+            )
+            if types is not _FAILED:
+                self.companies_cache.put(company_id, cast(tuple[str, ...] | None, types))
 
 
-#: Core runs per change at most: the first may miss a service, the second its company's event types.
-MAX_PASSES = 3
+async def _found(lookup: Awaitable[object]) -> object:
+    return await lookup
 
 
-async def resolve_then_process(value: bytes | None, config: CoreConfig, resolver: LayeredResolver) -> Outcome:
-    """Run the pure core; while it asked for something not known yet, fetch that and run it again."""
-    outcome: Outcome | None = None
-    for _ in range(MAX_PASSES):
-        resolver.misses = Misses()
-        outcome = process_change(value, config, resolver)
-        misses, resolver.misses = resolver.misses, Misses()
-        if not misses or resolver.lookup is None:
-            return outcome
-        await resolver.prefetch(misses)
-    assert outcome is not None
-    return outcome
+#: Marks a lookup that failed (as opposed to one that found nothing, which is cached).
+_FAILED: object = object()
 
 
-class ServicesFeed:
-    """Reads the whole ``services`` topic (every partition, from the start, no consumer group) into
-    :attr:`resolver`'s local view and keeps following it. :attr:`ready` is set once it caught up with
-    the end offsets it saw at start (or the topic does not exist yet, or ``ready_timeout`` passed)."""
-
-    def __init__(
-        self,
-        *,
-        bootstrap: str,
-        topic: str,
-        config: CoreConfig,
-        resolver: LayeredResolver,
-        metrics: WorkerMetrics,
-        ready_timeout: float = 10.0,
-    ) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self._config = config
-        self._resolver = resolver
-        self._metrics = metrics
-        self._ready_timeout = ready_timeout
-        self.ready = asyncio.Event()
-
-    def apply(self, value: bytes | None) -> None:
-        """Apply one services change event to the local view (bad records are logged and skipped)."""
-        try:
-            change = decode_service_change(value, self._config)
-        except InputError as exc:
-            log.warning("unreadable services change skipped", extra={"error": str(exc)})
-            return
-        if change is None:
-            return
-        self._metrics.services_seen.inc()
-        previous = self._resolver.local.service(change.service_id)
-        if previous is not None:
-            self._resolver.forget(previous)
-        if change.info is None:
-            self._resolver.local.remove(change.service_id)
-        else:
-            self._resolver.local.put(change.info)
-            self._resolver.forget(change.info)
-
-    async def _caught_up(self, consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
-        for tp, end in targets.items():
-            if await consumer.position(tp) < end:
-                return False
-        return True
-
-    async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap.split(","),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            metadata_max_age_ms=5000,
-        )
-        await consumer.start()
-        try:
-            deadline = time.monotonic() + self._ready_timeout
-            targets: dict[TopicPartition, int] | None = None
-            partitions = await _partitions(consumer, self._topic)
-            if partitions:
-                tps = [TopicPartition(self._topic, p) for p in partitions]
-                consumer.assign(tps)
-                targets = await consumer.end_offsets(tps)
-            else:
-                # No services topic yet: nothing to wait for; follow it once it appears.
-                self.ready.set()
-                consumer.subscribe([self._topic])
-            while True:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    for record in records:
-                        self.apply(record.value)
-                if not self.ready.is_set() and (
-                    targets is None or await self._caught_up(consumer, targets) or time.monotonic() > deadline
-                ):
-                    log.info("services feed caught up", extra={"services": len(self._resolver.local)})
-                    self.ready.set()
-        finally:
-            await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> Iterable[int]:
-    topics = await consumer.topics()
-    if topic not in topics:
-        return ()
-    return sorted(consumer.partitions_for_topic(topic) or ())
+async def prefetch(
+    reads: Iterable[ReadChange], config: CoreConfig, resolver: LayeredResolver, policy: FailurePolicy
+) -> None:
+    """Make ``resolver`` know what deriving ``reads`` will ask: their services, then the companies of rows
+    whose service gives no event type. Two rounds for the whole batch; the core reads nothing twice."""
+    reads = list(reads)
+    services = resolver.unknown_services({s for r in reads for s in r.service_ids})
+    if services:
+        await resolver.fetch(services, (), policy)
+    if resolver.lookup is None:
+        return
+    companies = resolver.unknown_companies({c for r in reads for c in companies_needed(r, config, resolver)})
+    if companies:
+        await resolver.fetch((), companies, policy)

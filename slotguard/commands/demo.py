@@ -26,8 +26,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from slotguard.errors import DependencyError
-from slotguard.settings import Settings, load_settings, redact_url
+from schemas.errors import DependencyError
+from schemas.redact import redact_url
+from slotguard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from slotguard.dev.stack import DevStack, StackInfo
@@ -84,8 +85,9 @@ def redis_keys(settings: Settings, slot: Slot) -> list[str]:
     """The physical Redis keys a booking of ``slot`` invalidates, computed by the worker's own core."""
     import orjson
 
-    from processor.core.pipeline import CoreConfig, process_change
+    from processor.core.derive import process_change
     from processor.core.resolver import InMemoryResolver, ServiceInfo
+    from slotguard.wiring import core_config
 
     service = "1"
     resolver = InMemoryResolver([ServiceInfo(service, str(slot.company), str(slot.event_type))])
@@ -99,7 +101,7 @@ def redis_keys(settings: Settings, slot: Slot) -> list[str]:
         "status": "booked",
     }
     change = {"op": "c", "before": None, "after": row, "source": {"lsn": 1, "txId": 1, "ts_ms": 0}}
-    outcome = process_change(orjson.dumps(change), CoreConfig.from_settings(settings), resolver)
+    outcome = process_change(orjson.dumps(change), core_config(settings), resolver)
     return list(outcome.redis_keys)
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from schemas.redact import redact_url
 from slotguard.dev.errors import ServerStartError
 from slotguard.dev.stack import DevStack
-from slotguard.settings import load_settings, redact_url
+from slotguard.settings import load_settings
 
 
 def register(parser: argparse.ArgumentParser) -> None:

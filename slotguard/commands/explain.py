@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from slotguard.errors import InputError
+from schemas.errors import InputError
 
 
 class ExplainInputError(InputError):
@@ -64,9 +64,10 @@ def _read(file: str) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `slotguard --help` stays fast.
-    from processor.core.pipeline import CoreConfig, process_change
+    from processor.core.derive import process_change
     from processor.core.resolver import InMemoryResolver, ServiceInfo
     from slotguard.settings import load_settings
+    from slotguard.wiring import core_config
 
     event_types = _pairs(args.event_type, "--event-type")
     companies = _pairs(args.company, "--company")
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         ServiceInfo(service_id, companies.get(service_id), event_types.get(service_id))
         for service_id in sorted(event_types.keys() | companies.keys())
     )
-    config = CoreConfig.from_settings(load_settings())
+    config = core_config(load_settings())
     raw = _read(args.file).strip()
     if not raw:
         raise ExplainInputError("empty input; a tombstone is written as null")

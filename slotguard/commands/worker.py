@@ -26,14 +26,16 @@ def run(args: argparse.Namespace) -> int:
     from processor.worker.app import create_app
     from processor.worker.preflight import check_kafka
     from slotguard.logs import configure_logging
+    from slotguard.wiring import core_config, worker_config
 
     configure_logging(settings.log_level, json=settings.log_json)
-    check_kafka(settings.kafka_bootstrap)
+    config = worker_config(settings)
+    check_kafka(config.kafka)
     # Faust creates its data directory but not the parents under our data dir.
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    app = create_app(config, core_config(settings))
     # faust.Worker, not app.main(): main() would parse sys.argv as Faust's own CLI. The worker installs
-    # SIGTERM/SIGINT handlers that stop the app cleanly (the consumer commits what was acked).
+    # SIGTERM/SIGINT handlers that stop the app cleanly (the consumer commits what was done).
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
     try:
         worker.execute_from_commandline()

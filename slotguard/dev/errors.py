@@ -1,8 +1,8 @@
-"""Errors of the local stack. All are :class:`~slotguard.errors.DependencyError`: a server did not come up."""
+"""Errors of the local stack. All are :class:`~schemas.errors.DependencyError`: a server did not come up."""
 
 from __future__ import annotations
 
-from slotguard.errors import DependencyError
+from schemas.errors import DependencyError
 
 
 class DevStackError(DependencyError):
@@ -28,10 +28,6 @@ class ServerStartError(DevStackError):
         if not self.log_tail:
             return str(self)
         return f"{self}\n--- log tail ---\n{self.log_tail}"
-
-
-class JavaNotFound(DevStackError):
-    """No JVM >= 17 was found for the embedded Debezium relay."""
 
 
 class ForeignProcessError(DevStackError):

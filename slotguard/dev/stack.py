@@ -19,9 +19,9 @@ from pydantic import BaseModel, ValidationError
 from slotguard.dev.kafka import BROKER_SETTINGS, KafkaPart
 from slotguard.dev.parts import Part, free_port, port_is_free
 from slotguard.dev.paths import StackPaths
-from slotguard.dev.pipeline import RelayPart, WorkerPart
 from slotguard.dev.postgres import PostgresPart
 from slotguard.dev.redis import RedisPart
+from slotguard.dev.relay_worker import RelayPart, WorkerPart
 
 INFRA = ("postgres", "kafka", "redis")
 PIPELINE = ("relay", "worker")

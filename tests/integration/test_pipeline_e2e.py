@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.integration.pipeline_harness import Pipeline, PipelineDeployment, at, topic_partitions
+from tests.integration.e2e_harness import Pipeline, PipelineDeployment, at, topic_partitions
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import redis
 
-from slotguard.testing.pytest_plugin import DevStackHandle
+from tests.support.servers import DevStackHandle
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import redis
 
-from slotguard.testing.waiting import wait_until
 from tests.integration.worker_harness import (
     BASE,
     PrivateRedis,
@@ -28,6 +27,7 @@ from tests.integration.worker_harness import (
     window_keys,
     worker_settings,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

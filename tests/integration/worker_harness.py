@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,8 +22,9 @@ from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from slotguard.dev.kafka import create_topic, run_sync
+from slotguard.dev.parts import free_port
 from slotguard.settings import Settings, child_environment
-from slotguard.testing.waiting import wait_until
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -211,12 +211,6 @@ def make_topics(bootstrap: str, names_and_partitions: Mapping[str, int]) -> None
 
 
 # --- servers ---------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateRedis:

@@ -6,9 +6,11 @@ from typing import Any
 
 import orjson
 
-from processor.core.pipeline import CoreConfig, Outcome, process_change
+from processor.core.config import CoreConfig
+from processor.core.derive import Outcome, process_change
 from processor.core.resolver import InMemoryResolver, ServiceInfo
 from slotguard.settings import Settings
+from slotguard.wiring import core_config
 
 #: Services of the seed's examples: service 7 of company 15 is Cal.com event type 123.
 SERVICES = (
@@ -135,7 +137,7 @@ def with_schema(env: dict[str, Any], semantics: dict[str, str] | None = None) ->
 
 def config(**settings: Any) -> CoreConfig:
     """A core configuration from explicit settings (environment variables do not leak in)."""
-    return CoreConfig.from_settings(Settings(**settings))
+    return core_config(Settings(**settings))
 
 
 def run(value: dict[str, Any] | bytes | None, cfg: CoreConfig | None = None, res: Any = None) -> Outcome:

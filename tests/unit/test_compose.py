@@ -79,17 +79,16 @@ def test_the_one_shot_registers_the_connector_file(services: dict[str, dict[str,
     assert mounts, f"register-connector does not mount {CONNECTOR}"
     command = " ".join(register["command"]) if isinstance(register["command"], list) else register["command"]
     assert any(f"@{container}" in command for container in mounts), "the mounted file is not the one sent"
-    assert "http://connect:8083/connectors" in command
+    assert "-X PUT" in command
+    assert "http://connect:8083/connectors/slotguard-appointments/config" in command
 
 
 def test_the_registered_connector_matches_the_services_and_the_worker(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = ROOT / CONNECTOR
-    connector = json.loads(path.read_text(encoding="utf-8"))
-    config = connector["config"]
-    assert connector["name"] == "slotguard-appointments"
-    assert config["database.hostname"] in services
+    config = json.loads(path.read_text(encoding="utf-8"))
+    assert config["name"] == "slotguard-appointments"
     for key, value in _worker_env(services).items():
         monkeypatch.setenv(key, value)
     worker = load_settings()  # also proves the worker's environment is valid configuration
@@ -97,9 +96,16 @@ def test_the_registered_connector_matches_the_services_and_the_worker(
     # The connector reads credentials through Connect's env config provider; the container must have them.
     connect_env = _environment(services["connect"])
     assert connect_env.get("CONNECT_CONFIG_PROVIDERS") == "env"
-    for placeholder in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
-        if f"${{env:{placeholder}}}" in json.dumps(config):
-            assert placeholder in connect_env
+    for placeholder in (
+        "POSTGRES_HOST",
+        "POSTGRES_PORT",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "POSTGRES_DB",
+    ):
+        assert f"${{env:{placeholder}}}" in json.dumps(config)
+        assert placeholder in connect_env
+    assert connect_env["POSTGRES_HOST"] in services
 
 
 def _worker_env(services: dict[str, dict[str, Any]]) -> dict[str, str]:

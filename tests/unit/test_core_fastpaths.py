@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from processor.core.classify import Classification, Kind
-from processor.core.pipeline import Outcome
+from processor.core.derive import Outcome
 from schemas.events import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from schemas.rows import AppointmentRow
 from tests.unit.changes import appointment, config, envelope, run

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from processor.core.decode import decode_envelope
+from processor.core.derive import process_change
 from processor.core.errors import MalformedChange
-from processor.core.pipeline import process_change
-from slotguard.errors import InputError
+from schemas.errors import InputError
 from tests.unit.changes import appointment, config, envelope, resolver, run, with_schema
 
 FIXTURES = Path(__file__).with_name("fixtures")

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from processor.core.decode import decode_envelope
-from processor.core.pipeline import event_id
+from processor.core.derive import event_id
 from schemas.events import AppointmentBooked, parse_booking_event
 from schemas.jsonschema import REGENERATE, render_all, stale_files
 from tests.unit.changes import appointment, encode, envelope, run

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from processor.core.errors import UnsafeKeyPart
+from processor.core.keys import TenantGuard
 from processor.core.resolver import InMemoryResolver, ServiceInfo
-from slotguard.errors import ConfigError, InputError
+from schemas.errors import ConfigError, InputError
 from tests.unit.changes import appointment, config, envelope, run
 
 
@@ -119,3 +120,12 @@ def test_unsafe_event_type_from_the_resolver_is_rejected() -> None:
     res = InMemoryResolver([ServiceInfo("7", "15", "12 3")])
     with pytest.raises(UnsafeKeyPart, match="event_type_id"):
         run(envelope("c", after=appointment()), res=res)
+
+
+@pytest.mark.parametrize("value", ["1" * 2000, "1" + "0" * 30])
+def test_an_overlong_tenant_id_is_an_unsafe_key_part_naming_the_limit(value: str) -> None:
+    """A 2,000-digit id, or 10^30 with a 16-character cap, never becomes a key."""
+    guard = TenantGuard(None, "_", max_length=16)
+    with pytest.raises(UnsafeKeyPart, match="SLOTGUARD_MAX_TENANT_ID_LENGTH"):
+        guard.check("company_id", value)
+    assert guard.check("company_id", "1" * 16) == "1" * 16

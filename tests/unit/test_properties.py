@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processor.core.classify import StatusPolicy, classify
-from processor.core.pipeline import CoreConfig, Outcome, process_change
+from processor.core.config import CoreConfig
+from processor.core.derive import Outcome, process_change
+from schemas.errors import InputError
 from schemas.rows import AppointmentRow
-from slotguard.errors import InputError
 from tests.unit.changes import appointment, config, envelope, resolver
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

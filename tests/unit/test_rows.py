@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.errors import ConfigError
 from schemas.rows import AppointmentReader
 from schemas.temporal import TOAST_PLACEHOLDER
-from slotguard.errors import ConfigError
 from tests.unit.changes import appointment, config, envelope, run
 
 LEGACY_COLUMNS = {

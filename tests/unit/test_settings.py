@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from slotguard.errors import ConfigError
-from slotguard.settings import Settings, load_settings, redact_url, settings_markdown_table
+from schemas.errors import ConfigError
+from schemas.redact import redact_url
+from slotguard.settings import Settings, load_settings, settings_markdown_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from connectors.errors import JavaNotFound
+from connectors.java import find_java
 from slotguard.cli import main
-from slotguard.dev.errors import JavaNotFound
-from slotguard.dev.java import find_java
 from slotguard.dev.parts import free_port, port_is_free
 from slotguard.dev.stack import DevStack, StackInfo
 from slotguard.settings import Settings, load_settings
-from slotguard.testing import backends
-from slotguard.testing.pytest_plugin import _slug, with_database
+from tests.support import backends
+from tests.support.servers import _slug, with_database
 
 INFO = StackInfo(
     database_url="postgresql://postgres@127.0.0.1:5555/slotguard",

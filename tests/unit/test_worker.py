@@ -1,9 +1,9 @@
-"""Unit tests of the worker's pieces that need no servers: backoff, retry, caches, DLQ headers, batches."""
+"""Unit tests of the worker's pieces that need no servers: UNLINK, caches, DLQ headers, the batch handler."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
@@ -12,21 +12,16 @@ import orjson
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from processor.core.pipeline import CoreConfig
 from processor.core.resolver import InMemoryResolver, ServiceInfo
-from processor.worker.agents import BatchProcessor
 from processor.worker.dlq import SourceRecord, dead_letter_headers
-from processor.worker.errors import RedisUnavailable
-from processor.worker.invalidator import Backoff, RedisInvalidator
+from processor.worker.errors import PublishFailed, RedisUnavailable
+from processor.worker.handler import BatchHandler
+from processor.worker.invalidator import RedisInvalidator
 from processor.worker.metrics import WorkerMetrics
+from processor.worker.policy import Backoff, FailurePolicy
 from processor.worker.resolution import LayeredResolver, TtlCache
 from slotguard.settings import Settings
-
-
-def test_backoff_doubles_and_is_capped() -> None:
-    backoff = Backoff(initial=0.1, factor=2.0, maximum=1.0)
-    assert [backoff.delay(n) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    assert backoff.delay(10_000) == 1.0
+from slotguard.wiring import core_config, worker_config
 
 
 class _Pipe:
@@ -64,23 +59,29 @@ class _FlakyRedis:
         return _Pipe(self)
 
 
-def test_unlink_retries_with_capped_backoff_until_redis_answers() -> None:
-    """Redis refusing three times costs three retries (0.1, 0.2, 0.25 s waits), then one pipelined UNLINK."""
-    waits: list[float] = []
-
+def _policy(metrics: WorkerMetrics, waits: list[float] | None = None) -> FailurePolicy:
     async def fake_sleep(delay: float) -> None:
-        waits.append(delay)
+        if waits is not None:
+            waits.append(delay)
 
-    client = _FlakyRedis(failures=3)
-    metrics = WorkerMetrics()
-    invalidator = RedisInvalidator(
-        "redis://:secret@127.0.0.1:1/0",
-        backoff=Backoff(initial=0.1, maximum=0.25),
-        metrics=metrics,
-        client=cast(Any, client),
+    return FailurePolicy(
+        retries={
+            "redis": metrics.redis_retries,
+            "kafka": metrics.publish_retries,
+            "postgres": metrics.lookup_failures,
+        },
+        backoffs={"redis": Backoff(initial=0.1, maximum=0.25), "kafka": Backoff(initial=0.1, maximum=0.25)},
         sleep=fake_sleep,
     )
-    deleted = asyncio.run(invalidator.unlink(["a", "b", "c"]))
+
+
+def test_unlink_under_the_policy_retries_with_capped_backoff_until_redis_answers() -> None:
+    """Redis refusing three times costs three retries (0.1, 0.2, 0.25 s waits), then one pipelined UNLINK."""
+    waits: list[float] = []
+    client = _FlakyRedis(failures=3)
+    metrics = WorkerMetrics()
+    invalidator = RedisInvalidator("redis://:secret@127.0.0.1:1/0", metrics=metrics, client=cast(Any, client))
+    deleted = asyncio.run(_policy(metrics, waits).retry("redis", lambda: invalidator.unlink(["a", "b", "c"])))
     assert deleted == 3
     assert waits == [0.1, 0.2, 0.25]
     assert client.unlinked == [["a", "b", "c"]]
@@ -88,18 +89,11 @@ def test_unlink_retries_with_capped_backoff_until_redis_answers() -> None:
 
 
 def test_unlink_error_message_never_shows_the_password() -> None:
-    async def fake_sleep(delay: float) -> None:
-        raise asyncio.CancelledError
-
     invalidator = RedisInvalidator(
-        "redis://:hunter2@127.0.0.1:1/0",
-        backoff=Backoff(),
-        metrics=WorkerMetrics(),
-        client=cast(Any, _FlakyRedis(failures=1)),
-        sleep=fake_sleep,
+        "redis://:hunter2@127.0.0.1:1/0", metrics=WorkerMetrics(), client=cast(Any, _FlakyRedis(failures=1))
     )
     with pytest.raises(RedisUnavailable) as info:
-        asyncio.run(invalidator.unlink_once(["k"]))
+        asyncio.run(invalidator.unlink(["k"]))
     assert "hunter2" not in str(info.value)
     assert "***" in str(info.value)
 
@@ -113,14 +107,16 @@ def test_ttl_cache_expires_entries_and_caches_negative_answers() -> None:
     assert cache.get("7") == (False, None)
 
 
-def test_layered_resolver_prefers_the_feed_and_records_what_postgres_must_answer() -> None:
+def test_layered_resolver_prefers_the_feed_and_names_what_postgres_must_answer() -> None:
     local = InMemoryResolver([ServiceInfo("7", "15", "123")])
     resolver = LayeredResolver(local, lookup=cast(Any, object()), ttl=30.0)
     assert resolver.service("7") == ServiceInfo("7", "15", "123")
     assert resolver.service("8") is None
     assert resolver.event_types_of_company("15") == ["123"]
-    assert resolver.misses.services == {"8"}
-    assert resolver.misses.companies == {"15"}
+    assert resolver.unknown_services({"7", "8"}) == {"8"}
+    assert resolver.unknown_companies({"15"}) == {"15"}
+    resolver.services_cache.put("8", None)  # a negative answer counts as known
+    assert resolver.unknown_services({"7", "8"}) == set()
     resolver.companies_cache.put("15", ("456",))
     assert resolver.event_types_of_company("15") == ["123", "456"]
 
@@ -148,16 +144,40 @@ class _Invalidator:
 
 
 class _Publisher:
-    def __init__(self) -> None:
+    """Records sends; the first ``failures`` flushes fail as Kafka not acknowledging would."""
+
+    def __init__(self, failures: int = 0) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.flushed = 0
+        self.failures = failures
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> Awaitable[Any]:
+    ) -> None:
         self.sent.append((topic, key, value, list(headers)))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+
+    async def flush(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise PublishFailed("Kafka did not acknowledge a record: KafkaTimeoutError")
+        self.flushed += 1
+
+
+def _handler(
+    settings: Settings, invalidator: _Invalidator, publisher: _Publisher, metrics: WorkerMetrics, **kw: Any
+) -> BatchHandler:
+    resolver = LayeredResolver(InMemoryResolver([ServiceInfo("7", "15", "123")]), lookup=None, ttl=0)
+    return BatchHandler(
+        config=core_config(settings),
+        resolver=resolver,
+        invalidator=invalidator,
+        publisher=publisher,
+        policy=_policy(metrics),
+        metrics=metrics,
+        events_topic="events",
+        dlq_topic="dlq",
+        **kw,
+    )
 
 
 def _booked(appointment_id: int, company: object = 15) -> bytes:
@@ -173,17 +193,12 @@ def _booked(appointment_id: int, company: object = 15) -> bytes:
 def test_a_batch_unlinks_once_publishes_events_and_dead_letters_bad_records() -> None:
     """Two bookings in one window and one injection attempt: one UNLINK of the three keys, two events keyed
     by appointment id, one dead letter; latency is observed from source.ts_ms to the unlink."""
-    settings = Settings(redis_key_prefix="p:")
-    resolver = LayeredResolver(InMemoryResolver([ServiceInfo("7", "15", "123")]), lookup=None, ttl=0)
     invalidator, publisher, metrics = _Invalidator(), _Publisher(), WorkerMetrics()
-    processor = BatchProcessor(
-        config=CoreConfig.from_settings(settings),
-        resolver=resolver,
-        invalidator=invalidator,
-        publisher=publisher,
-        metrics=metrics,
-        events_topic="events",
-        dlq_topic="dlq",
+    processor = _handler(
+        Settings(redis_key_prefix="p:"),
+        invalidator,
+        publisher,
+        metrics,
         clock=lambda: datetime(2025, 10, 15, 12, 0, 2, tzinfo=UTC).timestamp(),
     )
     records = [
@@ -209,18 +224,8 @@ def test_a_batch_unlinks_once_publishes_events_and_dead_letters_bad_records() ->
 
 
 def test_a_notes_only_batch_touches_neither_redis_nor_kafka() -> None:
-    settings = Settings()
-    resolver = LayeredResolver(InMemoryResolver([ServiceInfo("7", "15", "123")]), lookup=None, ttl=0)
     invalidator, publisher = _Invalidator(), _Publisher()
-    processor = BatchProcessor(
-        config=CoreConfig.from_settings(settings),
-        resolver=resolver,
-        invalidator=invalidator,
-        publisher=publisher,
-        metrics=WorkerMetrics(),
-        events_topic="events",
-        dlq_topic="dlq",
-    )
+    processor = _handler(Settings(), invalidator, publisher, WorkerMetrics())
     row = orjson.loads(_booked(1))["after"]
     value = orjson.dumps({"before": row, "after": {**row, "notes": "x"}, "op": "u", "source": {"ts_ms": 1}})
     result = asyncio.run(processor.handle([SourceRecord("appts", 0, 0, b"1", value)]))
@@ -252,15 +257,41 @@ def test_each_app_has_its_own_metrics_registry() -> None:
     assert b"slotguard_keys_deleted_total 0.0" in second.render()
 
 
-def test_create_app_builds_independent_apps_from_settings() -> None:
-    """The factory reads only the settings it is given: two apps, two groups, two metric registries."""
+def test_a_failed_publish_is_retried_and_the_batch_returns_only_once_kafka_acknowledged() -> None:
+    """Kafka refusing the first flush: the batch's events are sent again and flushed; never skipped."""
+    invalidator, publisher, metrics = _Invalidator(), _Publisher(failures=2), WorkerMetrics()
+    processor = _handler(Settings(), invalidator, publisher, metrics)
+    asyncio.run(processor.handle([SourceRecord("appts", 0, 0, b"1", _booked(1))]))
+    assert publisher.flushed == 1
+    assert [t for t, *_ in publisher.sent] == ["events", "events", "events"]  # sent once per attempt
+    assert metrics.publish_retries._value.get() == 2
+
+
+def test_an_unexpected_error_in_a_batch_propagates_and_nothing_is_published() -> None:
+    """A bug (not an input or dependency error) crashes the batch: the consumer never commits it."""
+
+    class _Broken(_Invalidator):
+        async def unlink(self, keys: Sequence[str]) -> int:
+            raise ZeroDivisionError("bug")
+
+    publisher = _Publisher()
+    processor = _handler(Settings(), _Broken(), publisher, WorkerMetrics())
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(processor.handle([SourceRecord("appts", 0, 0, b"1", _booked(1))]))
+    assert publisher.sent == []
+
+
+def test_create_app_builds_independent_apps_from_their_configs() -> None:
+    """The factory reads only the configuration it is given: two apps, two groups, two metric registries."""
     from processor.worker.app import create_app
 
-    one = create_app(Settings(consumer_group="g1", web_port=7001, kafka_bootstrap="h1:1,h2:2"))
-    two = create_app(Settings(consumer_group="g2", web_port=7002, kafka_enable_idempotence=False))
+    s1 = Settings(consumer_group="g1", web_port=7001, kafka_bootstrap="h1:1,h2:2")
+    s2 = Settings(consumer_group="g2", web_port=7002, kafka_enable_idempotence=False)
+    one = create_app(worker_config(s1), core_config(s1))
+    two = create_app(worker_config(s2), core_config(s2))
     assert (one.conf.id, two.conf.id) == ("g1", "g2")
     assert [str(u) for u in one.conf.broker] == ["kafka://h1:1", "kafka://h2:2"]
     assert one.conf.web_port == 7001
     assert one.slotguard.metrics.registry is not two.slotguard.metrics.registry
-    assert one.idempotent_producer
-    assert not two.idempotent_producer
+    assert one.slotguard.config.enable_idempotence
+    assert not two.slotguard.config.enable_idempotence

@@ -1,8 +1,8 @@
-"""The core's entry points: one Kafka message value -> booking events and cache keys.
+"""Step two of the core: derive -- resolve event types, build the booking event, render the keys.
 
-``process_change`` is pure and synchronous: it decodes, classifies, resolves event types through the
-given resolver (in-memory lookups only) and renders keys. Everything that depends only on settings is
-compiled once into :class:`CoreConfig`.
+:func:`derive` is pure and synchronous: it asks the given resolver (in-memory lookups only) for event
+types, so the worker first fetches what its resolver lacks (:attr:`~processor.core.read.ReadChange.service_ids`,
+then :func:`companies_needed`) and derives each change once.
 """
 
 from __future__ import annotations
@@ -10,17 +10,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import tzinfo
-from typing import Literal
 
 import orjson
 
-from processor.core.classify import Classification, Kind, StatusPolicy, classify
-from processor.core.decode import DecodedEnvelope, decode_envelope
-from processor.core.errors import MalformedChange
-from processor.core.keys import KeyTemplate, TenantGuard
-from processor.core.resolver import EventTypeResolver, ServiceInfo
-from processor.core.window import MAX_BUCKETS, HourWindow
+from processor.core.classify import Classification, Kind
+from processor.core.config import CoreConfig
+from processor.core.read import ReadChange, read_change
+from processor.core.resolver import EventTypeResolver
+from processor.core.window import MAX_BUCKETS
 from schemas.envelope import ChangeEnvelope
 from schemas.events import (
     AppointmentBooked,
@@ -28,49 +25,7 @@ from schemas.events import (
     AppointmentRescheduled,
     BookingEvent,
 )
-from schemas.rows import AppointmentReader, AppointmentRow, ColumnMappingError, RowError, ServiceReader
-from slotguard.errors import ConfigError
-from slotguard.settings import Settings
-
-
-@dataclass(frozen=True)
-class CoreConfig:
-    """Everything the core needs, compiled from :class:`Settings` once (zones, template, status sets)."""
-
-    appointments: AppointmentReader
-    services: ServiceReader
-    statuses: StatusPolicy
-    window: HourWindow
-    template: KeyTemplate
-    guard: TenantGuard
-    redis_key_prefix: str
-    unknown_event_type: Literal["company", "skip"]
-    source_zone: tzinfo
-    appointments_table: str = "appointments"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CoreConfig:
-        try:
-            appointments = AppointmentReader(settings.appointment_columns, settings.source_zone)
-        except ColumnMappingError as exc:
-            raise ConfigError(f"SLOTGUARD_APPOINTMENT_COLUMNS: {exc}") from None
-        try:
-            services = ServiceReader(settings.service_columns)
-        except ColumnMappingError as exc:
-            raise ConfigError(f"SLOTGUARD_SERVICE_COLUMNS: {exc}") from None
-        template = KeyTemplate(settings.key_template, settings.key_zone)
-        return cls(
-            appointments=appointments,
-            services=services,
-            statuses=StatusPolicy.of(settings.occupying_statuses, settings.non_occupying_statuses),
-            window=HourWindow(settings.key_zone, settings.window_hours_before, settings.window_hours_after),
-            template=template,
-            guard=TenantGuard(settings.tenant_id_pattern, template.separators),
-            redis_key_prefix=settings.redis_key_prefix,
-            unknown_event_type=settings.unknown_event_type,
-            source_zone=settings.source_zone,
-            appointments_table=settings.appointments_table,
-        )
+from schemas.rows import AppointmentRow
 
 
 @dataclass(frozen=True)
@@ -88,35 +43,6 @@ class Outcome:
     #: envelope's ``ts_ms``), so the worker can label metrics without decoding the record a second time.
     op: str | None = None
     source_ts_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceChange:
-    """A change of a service row: ``info`` is ``None`` when the row was deleted."""
-
-    service_id: str
-    info: ServiceInfo | None
-
-
-# --- decoding rows ----------------------------------------------------------------------------------
-
-
-def _rows(
-    decoded: DecodedEnvelope, config: CoreConfig
-) -> tuple[AppointmentRow | None, AppointmentRow | None]:
-    env = decoded.envelope
-    read = config.appointments.read
-    try:
-        before = read(env.before, decoded.semantics) if env.before is not None else None
-        after = read(env.after, decoded.semantics) if env.after is not None else None
-    except RowError as exc:
-        raise MalformedChange(f"{config.appointments_table} row: {exc}") from None
-    # Unchanged TOASTed columns arrive as a placeholder: take them from the other image.
-    if after is not None and after.unavailable:
-        after = after.fill_unavailable(before)
-    if before is not None and before.unavailable:
-        before = before.fill_unavailable(after)
-    return before, after
 
 
 # --- event ids --------------------------------------------------------------------------------------
@@ -163,6 +89,21 @@ def _window(row: AppointmentRow) -> dict[str, object]:
 
 
 # --- event-type resolution and keys -----------------------------------------------------------------
+
+
+def companies_needed(read: ReadChange, config: CoreConfig, resolver: EventTypeResolver) -> frozenset[str]:
+    """Companies whose event types :func:`derive` will ask for: rows whose service gives no event type,
+    under the ``company`` policy. Call it after the services are known (it asks ``resolver``)."""
+    if config.unknown_event_type != "company":
+        return frozenset()
+    needed: set[str] = set()
+    for row in read.keyed_rows:
+        if row.company_id is None or row.starts_at is None:
+            continue
+        info = resolver.service(row.service_id) if row.service_id is not None else None
+        if info is None or info.event_type_id is None:
+            needed.add(row.company_id)
+    return frozenset(needed)
 
 
 def _event_type(row: AppointmentRow, resolver: EventTypeResolver, warnings: list[str]) -> str | None:
@@ -229,7 +170,7 @@ def _keys_for(
         keys.update(render(company, branch, et, buckets))
 
 
-# --- entry points -----------------------------------------------------------------------------------
+# --- events ---------------------------------------------------------------------------------------
 
 
 # The event models' validators, called directly: ``model_validate``'s keyword handling alone costs a
@@ -297,31 +238,18 @@ def _build_event(
     return None
 
 
-def process_change(value: bytes | str | None, config: CoreConfig, resolver: EventTypeResolver) -> Outcome:
-    """Booking events and cache keys for one change event (a Kafka message value; ``None`` = tombstone).
+def derive(read: ReadChange, config: CoreConfig, resolver: EventTypeResolver) -> Outcome:
+    """The booking event and cache keys of a read change.
 
-    Raises :class:`~processor.core.errors.MalformedChange` or :class:`~processor.core.errors.UnsafeKeyPart`
-    (both :class:`~slotguard.errors.InputError`) with a one-line message."""
-    decoded = decode_envelope(value)
-    if decoded is None:
-        return Outcome()
-    env = decoded.envelope
-    ts_ms = env.source.ts_ms if env.source is not None and env.source.ts_ms is not None else env.ts_ms
-    if env.op not in ("c", "u", "d"):
-        return Outcome(op=env.op, source_ts_ms=ts_ms)
-    if (
-        env.op == "u"
-        and env.before is not None
-        and env.after is not None
-        and config.appointments.unchanged(env.before, env.after)
-    ):
-        # The common update (notes, updated_at, customer...) leaves every column we read alone: nothing.
-        return Outcome(op=env.op, source_ts_ms=ts_ms)
-    before, after = _rows(decoded, config)
-    cls = classify(decoded.envelope.op, before, after, config.statuses, config.appointments_table)
+    Raises :class:`~processor.core.errors.UnsafeKeyPart` (an :class:`~schemas.errors.InputError`) when a
+    tenant id cannot become part of a key."""
+    cls = read.classification
+    env = read.envelope
+    if cls is None or env is None:
+        return Outcome(op=read.op, source_ts_ms=read.source_ts_ms)
     warnings = list(cls.warnings)
     if cls.kind is Kind.NOTHING:
-        return Outcome(warnings=list(dict.fromkeys(warnings)), op=env.op, source_ts_ms=ts_ms)
+        return Outcome(warnings=list(dict.fromkeys(warnings)), op=read.op, source_ts_ms=read.source_ts_ms)
     keys: set[str] = set()
     event_types: dict[str, str | None] = {}
     # The slots the change touches: the old one is freed (cancel, reschedule), the new one taken.
@@ -331,7 +259,7 @@ def process_change(value: bytes | str | None, config: CoreConfig, resolver: Even
     if cls.kind in (Kind.BOOKED, Kind.RESCHEDULED, Kind.TOUCHED) and cls.after is not None:
         event_types["new"] = _event_type(cls.after, resolver, warnings)
         _keys_for(cls.after, event_types["new"], config, resolver, keys, warnings)
-    event = _build_event(cls, decoded.envelope, event_types)
+    event = _build_event(cls, env, event_types)
     ordered = sorted(keys)
     prefix = config.redis_key_prefix
     return Outcome(
@@ -340,45 +268,12 @@ def process_change(value: bytes | str | None, config: CoreConfig, resolver: Even
         redis_keys=[prefix + k for k in ordered] if prefix else list(ordered),
         warnings=list(dict.fromkeys(warnings)) if warnings else warnings,
         unresolved_event_types=list(event_types.values()).count(None),
-        op=env.op,
-        source_ts_ms=ts_ms,
+        op=read.op,
+        source_ts_ms=read.source_ts_ms,
     )
 
 
-def service_ids_needed(value: bytes | str | None, config: CoreConfig) -> set[str]:
-    """Service ids :func:`process_change` will look up for this value, so the worker can pre-fetch them.
-
-    Malformed input yields an empty set: :func:`process_change` then raises the error itself."""
-    try:
-        decoded = decode_envelope(value)
-        if decoded is None or decoded.envelope.op not in ("c", "u", "d"):
-            return set()
-        before, after = _rows(decoded, config)
-    except MalformedChange:
-        return set()
-    return {row.service_id for row in (before, after) if row is not None and row.service_id is not None}
-
-
-def decode_service_change(value: bytes | str | None, config: CoreConfig) -> ServiceChange | None:
-    """Decode a change of the ``services`` table (its CDC topic); ``None`` for tombstones, truncates and
-    messages. Snapshot reads count: they are how the worker learns the existing services."""
-    decoded = decode_envelope(value)
-    if decoded is None:
-        return None
-    env = decoded.envelope
-    try:
-        if env.op in ("c", "u", "r") and env.after is not None:
-            row = config.services.read(env.after)
-            if row.id is None:
-                raise MalformedChange(f"services row without id (column {config.services.columns['id']!r})")
-            return ServiceChange(row.id, ServiceInfo(row.id, row.company_id, row.calcom_event_type_id))
-        if env.op == "d" and env.before is not None:
-            row = config.services.read(env.before)
-            if row.id is None:
-                raise MalformedChange(
-                    f"services delete without id (column {config.services.columns['id']!r})"
-                )
-            return ServiceChange(row.id, None)
-    except RowError as exc:
-        raise MalformedChange(f"services row: {exc}") from None
-    return None
+def process_change(value: bytes | str | None, config: CoreConfig, resolver: EventTypeResolver) -> Outcome:
+    """Read and derive in one call, for a resolver that already knows everything (``slotguard explain``,
+    tests). Raises :class:`~schemas.errors.InputError` subclasses with a one-line message."""
+    return derive(read_change(value, config), config, resolver)

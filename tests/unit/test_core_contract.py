@@ -1,12 +1,14 @@
-"""The entry points other packages call: service_ids_needed, decode_service_change, Outcome shape."""
+"""The entry points other packages call: read_change -> derive, companies_needed, decode_service_change."""
 
 from __future__ import annotations
 
 import pytest
 
+from processor.core.derive import companies_needed, derive
 from processor.core.errors import MalformedChange
-from processor.core.pipeline import ServiceChange, decode_service_change, service_ids_needed
+from processor.core.read import read_change
 from processor.core.resolver import InMemoryResolver, ServiceInfo
+from processor.core.services import ServiceChange, decode_service_change
 from tests.unit.changes import appointment, config, encode, envelope, run
 
 
@@ -23,18 +25,54 @@ def _service(**changes: object) -> dict[str, object]:
     return row
 
 
-def test_service_ids_needed_lists_both_images_services() -> None:
-    """A service change needs the old and the new service."""
-    value = encode(envelope("u", before=appointment(), after=appointment(service_id=8)))
-    assert service_ids_needed(value, config()) == {"7", "8"}
+def test_a_read_change_names_the_services_of_both_images() -> None:
+    """A reschedule to another service needs the old and the new service."""
+    read = read_change(encode(envelope("u", before=appointment(), after=appointment(service_id=8))), config())
+    assert read.service_ids == {"7", "8"}
 
 
-@pytest.mark.parametrize("value", [None, b"null", b"{bad", encode(envelope("r", after=appointment()))])
-def test_service_ids_needed_is_empty_for_tombstones_snapshots_and_malformed_values(
-    value: bytes | None,
-) -> None:
-    """Nothing to pre-fetch; malformed input is left for process_change to report."""
-    assert service_ids_needed(value, config()) == set()
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        b"null",
+        encode(envelope("r", after=appointment())),
+        encode(envelope("u", before=appointment(), after=appointment(notes="x"))),
+    ],
+)
+def test_tombstones_snapshots_and_noise_updates_need_nothing_and_derive_nothing(value: bytes | None) -> None:
+    """Nothing to look up, nothing to invalidate."""
+    read = read_change(value, config())
+    assert read.service_ids == frozenset()
+    assert derive(read, config(), InMemoryResolver()).redis_keys == []
+
+
+def test_malformed_input_is_reported_by_the_read_step() -> None:
+    """The read step raises the typed error; nothing is half-read."""
+    with pytest.raises(MalformedChange):
+        read_change(b"{bad", config())
+
+
+def test_companies_are_needed_only_for_rows_whose_service_gives_no_event_type() -> None:
+    """With the service known, no company lookup; unknown, its company's event types are needed."""
+    read = read_change(encode(envelope("c", after=appointment())), config())
+    known = InMemoryResolver([ServiceInfo("7", "15", "123")])
+    assert companies_needed(read, config(), known) == frozenset()
+    assert companies_needed(read, config(), InMemoryResolver()) == {"15"}
+    assert companies_needed(read, config(unknown_event_type="skip"), InMemoryResolver()) == frozenset()
+
+
+def test_derive_after_read_equals_the_one_call_path() -> None:
+    """read_change + derive is what process_change does."""
+    value = encode(
+        envelope(
+            "u",
+            before=appointment(),
+            after=appointment(starts_at="2025-10-15T16:00:00Z", ends_at="2025-10-15T17:00:00Z"),
+        )
+    )
+    res = InMemoryResolver([ServiceInfo("7", "15", "123")])
+    assert derive(read_change(value, config()), config(), res) == run(value, config(), res)
 
 
 def test_service_insert_decodes_to_service_info() -> None:

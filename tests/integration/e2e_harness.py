@@ -2,7 +2,7 @@
 and the Redis side of a booking -- seed slot-cache keys, run SQL, wait until exactly the expected keys vanish.
 
 The worker's side (subprocess, settings → environment, polling) comes from ``worker_harness``; the relay
-runs as the local stack's :class:`~slotguard.dev.pipeline.RelayPart`, whose health probe is "the replication
+runs as the local stack's :class:`~slotguard.dev.relay_worker.RelayPart`, whose health probe is "the replication
 slot is active" -- from then on every commit is captured.
 """
 
@@ -25,12 +25,12 @@ from aiokafka import AIOKafkaConsumer
 from slotguard.dev.errors import ServerStartError
 from slotguard.dev.kafka import run_sync
 from slotguard.dev.paths import StackPaths
-from slotguard.dev.pipeline import RelayPart
 from slotguard.dev.postgres import create_database, drop_database
+from slotguard.dev.relay_worker import RelayPart
 from slotguard.settings import Settings, settings_to_env
-from slotguard.testing.pytest_plugin import DevStackHandle, with_database
-from slotguard.testing.waiting import wait_until
 from tests.integration.worker_harness import WorkerProcess, window_keys
+from tests.support.servers import DevStackHandle, with_database
+from tests.support.waiting import wait_until
 
 #: Seconds a change may take from commit to its keys vanishing. Generous: the first change after a relay
 #: start has been seen to take ~12 s on a busy 2-core machine; steady state is well under a second.

@@ -1,6 +1,6 @@
 """pytest fixtures that run slotguard's tests against real Postgres, Kafka (protocol) and Redis.
 
-Register with ``pytest_plugins = ["slotguard.testing.pytest_plugin"]``. Servers start once per session,
+Register with ``pytest_plugins = ["tests.support.servers"]``. Servers start once per session,
 lazily (a run of unit tests starts nothing); isolation between tests comes from names, not from restarts:
 a fresh database per test (copied from a template holding the reference schema), unique topic / slot /
 group names, and a unique Redis key prefix. A server that cannot start fails the tests that need it, with
@@ -27,14 +27,14 @@ import redis
 from psycopg import sql
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from connectors.java import JavaRuntime, find_java
+from schemas.errors import SlotguardError
 from slotguard.dev.errors import ServerStartError
-from slotguard.dev.java import JavaRuntime, find_java
 from slotguard.dev.kafka import BROKER_SETTINGS, create_topic
 from slotguard.dev.parts import free_port
 from slotguard.dev.postgres import apply_schema, create_database, drop_database
-from slotguard.errors import SlotguardError
 from slotguard.settings import Settings
-from slotguard.testing.backends import (
+from tests.support.backends import (
     Servers,
     choose_backend,
     docker_servers,

@@ -1,0 +1,43 @@
+"""The worker's configuration: plain values, frozen, built by the composition root from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from schemas.connections import KafkaConnection
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything the worker process reads besides the core's own configuration."""
+
+    kafka: KafkaConnection
+    redis_url: SecretStr
+    consumer_group: str
+    appointments_topic: str
+    services_topic: str
+    events_topic: str
+    dlq_topic: str
+    redis_ca_file: str | None = None
+    database_url: SecretStr | None = None
+    db_schema: str = "public"
+    services_table: str = "services"
+    service_columns: Mapping[str, str] = field(default_factory=dict)
+    batch_size: int = 500
+    batch_timeout: float = 0.05
+    redis_retry_max_backoff: float = 5.0
+    publish_retry_max_backoff: float = 5.0
+    resolver_cache_ttl: float = 30.0
+    session_timeout: float = 30.0
+    rebalance_timeout: float = 60.0
+    fetch_max_wait_ms: int = 500
+    enable_idempotence: bool = True
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: Path = Path(".slotguard")
+    #: Seconds a dependency may keep failing before /healthz answers 503.
+    unhealthy_after: float = 30.0

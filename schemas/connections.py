@@ -1,0 +1,102 @@
+"""How to reach Kafka: one frozen description shared by the worker, the services feed, the relay's producer
+and the operator commands, with the mapping to each client's own options.
+
+Plain values only (the composition root fills it from the settings). The password is a
+:class:`~pydantic.SecretStr`, so printing the object never shows it.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import SecretStr
+
+from schemas.errors import ConfigError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Bootstrap servers and security of every Kafka client slotguard opens."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @property
+    def servers(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap.split(",") if s.strip()]
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.uses_tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file:
+                context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"Kafka TLS files cannot be used: {type(exc).__name__}: {exc}") from None
+        return context
+
+    def aiokafka_options(self) -> dict[str, Any]:
+        """Keyword arguments of aiokafka's consumer, producer and admin client."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.servers,
+            "security_protocol": self.security_protocol,
+        }
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
+        if self.uses_sasl:
+            if not self.username or self.password is None:
+                raise ConfigError(
+                    f"Kafka {self.security_protocol} needs SLOTGUARD_KAFKA_USERNAME and SLOTGUARD_KAFKA_PASSWORD"
+                )
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.username
+            options["sasl_plain_password"] = self.password.get_secret_value()
+        return options
+
+    def java_properties(self) -> dict[str, str]:
+        """Properties of Kafka's Java clients (the relay's producer and admin client)."""
+        props = {"bootstrap.servers": ",".join(self.servers), "security.protocol": self.security_protocol}
+        if self.uses_tls:
+            if self.ca_file:
+                props["ssl.truststore.type"] = "PEM"
+                props["ssl.truststore.location"] = self.ca_file
+            if self.cert_file:
+                # Java's PEM keystore reads the private key and the certificate chain from one file.
+                props["ssl.keystore.type"] = "PEM"
+                props["ssl.keystore.location"] = self.cert_file
+        if self.uses_sasl:
+            if not self.username or self.password is None:
+                raise ConfigError(
+                    f"Kafka {self.security_protocol} needs SLOTGUARD_KAFKA_USERNAME and SLOTGUARD_KAFKA_PASSWORD"
+                )
+            module = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if self.sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            user = self.username.replace('"', '\\"')
+            secret = self.password.get_secret_value().replace('"', '\\"')
+            props["sasl.mechanism"] = self.sasl_mechanism
+            props["sasl.jaas.config"] = f'{module} required username="{user}" password="{secret}";'
+        return props

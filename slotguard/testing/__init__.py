@@ -1,1 +1,0 @@
-"""Testing helpers shipped with slotguard: pytest fixtures that start real servers."""

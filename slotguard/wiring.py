@@ -1,0 +1,77 @@
+"""The composition root's factories: each component's narrow configuration, built from ``Settings``.
+
+Only this floor knows the settings model. The core gets a :class:`~processor.core.config.CoreConfig` of
+plain values, the worker a :class:`~processor.worker.config.WorkerConfig`; the connectors read the
+attributes their ``ConnectorSettings``/``RelaySettings`` protocols name.
+"""
+
+from __future__ import annotations
+
+from processor.core.config import CoreConfig
+from processor.worker.config import WorkerConfig
+from schemas.connections import KafkaConnection
+from slotguard.settings import Settings
+
+
+def core_config(settings: Settings) -> CoreConfig:
+    """The pure core's configuration from the settings."""
+    return CoreConfig.build(
+        key_template=settings.key_template,
+        key_zone=settings.key_zone,
+        source_zone=settings.source_zone,
+        occupying_statuses=settings.occupying_statuses,
+        non_occupying_statuses=settings.non_occupying_statuses,
+        hours_before=settings.window_hours_before,
+        hours_after=settings.window_hours_after,
+        tenant_id_pattern=settings.tenant_id_pattern,
+        max_tenant_id_length=settings.max_tenant_id_length,
+        redis_key_prefix=settings.redis_key_prefix,
+        unknown_event_type=settings.unknown_event_type,
+        appointment_columns=settings.appointment_columns,
+        service_columns=settings.service_columns,
+        appointments_table=settings.appointments_table,
+    )
+
+
+def kafka_connection(settings: Settings) -> KafkaConnection:
+    """How every Kafka client of this process connects (worker, feed, relay, operator commands)."""
+    return KafkaConnection(
+        bootstrap=settings.kafka_bootstrap,
+        security_protocol=settings.kafka_security_protocol,
+        sasl_mechanism=settings.kafka_sasl_mechanism,
+        username=settings.kafka_username,
+        password=settings.kafka_password,
+        ca_file=str(settings.kafka_ca_file) if settings.kafka_ca_file else None,
+        cert_file=str(settings.kafka_cert_file) if settings.kafka_cert_file else None,
+        key_file=str(settings.kafka_key_file) if settings.kafka_key_file else None,
+    )
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    """The worker's configuration from the settings."""
+    return WorkerConfig(
+        kafka=kafka_connection(settings),
+        redis_url=settings.redis_url,
+        redis_ca_file=str(settings.redis_ca_file) if settings.redis_ca_file else None,
+        consumer_group=settings.consumer_group,
+        appointments_topic=settings.appointments_topic,
+        services_topic=settings.services_topic,
+        events_topic=settings.events_topic,
+        dlq_topic=settings.dlq_topic,
+        database_url=settings.database_url,
+        db_schema=settings.db_schema,
+        services_table=settings.services_table,
+        service_columns=dict(settings.service_columns),
+        batch_size=settings.batch_size,
+        batch_timeout=settings.batch_timeout,
+        redis_retry_max_backoff=settings.redis_retry_max_backoff,
+        publish_retry_max_backoff=settings.publish_retry_max_backoff,
+        resolver_cache_ttl=settings.resolver_cache_ttl,
+        session_timeout=settings.broker_session_timeout,
+        rebalance_timeout=settings.broker_rebalance_timeout,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        enable_idempotence=settings.kafka_enable_idempotence,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        data_dir=settings.data_dir,
+    )

@@ -1,0 +1,1 @@
+"""Test infrastructure of slotguard itself: real-server fixtures, waiting, change builders."""
