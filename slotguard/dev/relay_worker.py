@@ -27,7 +27,9 @@ class _CliPart(Part):
         super().__init__(port=port)
         self._process = ManagedProcess(
             self.name,
-            [sys.executable, "-m", "slotguard.cli", self.name],
+            # -P: never import from the working directory -- a stray schemas/ or processor/ there (our top-level
+            # package names are generic) must not shadow the installed ones.
+            [sys.executable, "-P", "-m", "slotguard.cli", self.name],
             log_file=paths.log(self.name),
             pid_file=paths.pid(self.name),
             env={**os.environ, **env},
