@@ -20,6 +20,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("dev", "Start, stop or inspect the local stack (Postgres, Kafka broker, Redis, relay, worker)."),
     "relay": ("relay", "Stream Postgres changes into Kafka with the embedded Debezium engine."),
     "worker": ("worker", "Run the invalidation worker (Faust)."),
+    "doctor": (
+        "doctor",
+        "Check Postgres, Kafka, Redis and the settings: one line per check, exit 1 on a failure.",
+    ),
+    "replay": ("replay", "Reset the worker group's offsets (redo invalidations) or re-feed dead letters."),
+    "topics": ("topics", "Create missing topics and report drift from topics.yaml."),
     "connector": (
         "connector",
         "Render, register, inspect or restart the Debezium connector on Kafka Connect.",

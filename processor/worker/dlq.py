@@ -11,6 +11,9 @@ H_ERROR_CLASS = "slotguard.error.class"
 H_TOPIC = "slotguard.topic"
 H_PARTITION = "slotguard.partition"
 H_OFFSET = "slotguard.offset"
+#: Set by ``slotguard replay --from-dlq`` on a re-fed dead letter ("<dlq>:<partition>:<offset>"); kept when
+#: the record is dead-lettered again, so the next replay does not re-feed it (no loop).
+H_REPLAYED_FROM = "slotguard.replayed-from"
 
 #: Longest error message kept in a header; messages are one line, this only bounds pathological input.
 MAX_ERROR_BYTES = 1024
@@ -40,6 +43,7 @@ def dead_letter_headers(record: SourceRecord, error: Exception) -> list[tuple[st
         (H_PARTITION, str(record.partition).encode()),
         (H_OFFSET, str(record.offset).encode()),
     ]
-    # Drop any slotguard.* headers the record already carried (a record re-driven from the DLQ).
-    kept = [(k, v) for k, v in record.headers if not k.startswith("slotguard.")]
+    # Drop any slotguard.* headers the record already carried (a record re-driven from the DLQ), except
+    # the replay marker: a replayed record that fails again stays marked as replayed.
+    kept = [(k, v) for k, v in record.headers if not k.startswith("slotguard.") or k == H_REPLAYED_FROM]
     return kept + ours

@@ -81,7 +81,9 @@ class KafkaPublisher:
 
 
 async def declare_topics(kafka: KafkaConnection, names: Sequence[str], partitions: int = 1) -> list[str]:
-    """Create those of ``names`` that do not exist (broker-default replication); the ones created."""
+    """Create those of ``names`` that do not exist; the ones created. Replication: min(3, brokers), what a
+    production cluster wants and a one-broker dev cluster can have (``slotguard topics apply`` sets it
+    explicitly from topics.yaml)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -91,8 +93,10 @@ async def declare_topics(kafka: KafkaConnection, names: Sequence[str], partition
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
+            cluster = await admin.describe_cluster()
+            replicas = max(1, min(3, len(cluster.get("brokers", ()))))
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
-                await admin.create_topics([NewTopic(n, partitions, -1) for n in missing])
+                await admin.create_topics([NewTopic(n, partitions, replicas) for n in missing])
         return missing
     except KafkaError as exc:
         raise PublishFailed(f"cannot declare topics {', '.join(names)}: {type(exc).__name__}: {exc}") from exc

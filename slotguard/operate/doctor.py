@@ -1,0 +1,496 @@
+"""``slotguard doctor``: every way a CDC pipeline silently stops, checked, one line each.
+
+Each check returns :class:`Check` -- ``ok`` / ``warn`` / ``fail`` with what was found and, when not ok, the
+fix in words. Credentials are never part of a detail: errors from the clients are reduced to their class
+and a message with the password replaced (see :func:`_clean`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from pydantic import SecretStr
+
+from connectors.config import heartbeat_topic
+from processor.worker.invalidator import redis_client
+from schemas.rows import APPOINTMENT_FIELDS, SERVICE_FIELDS, resolve_columns
+from slotguard.operate.kafka_group import committed_and_end_offsets, group_state, quiet_kafka_client
+from slotguard.settings import Settings
+from slotguard.wiring import core_config, kafka_connection
+
+Status = Literal["ok", "warn", "fail"]
+SYMBOL: dict[Status, str] = {"ok": "✓", "warn": "!", "fail": "✗"}
+
+#: Retained WAL (bytes) of the slot above which doctor fails; warns above half.
+DEFAULT_MAX_RETAINED_WAL = 1 << 30
+
+_ID_TYPES = {"smallint", "integer", "bigint", "numeric", "text", "character varying", "uuid", "character"}
+_TIME_TYPES = {"timestamp with time zone", "timestamp without time zone", "date"}
+_TEXT_TYPES = {"text", "character varying", "character", "USER-DEFINED"}
+_USABLE: dict[str, set[str]] = {
+    "id": _ID_TYPES,
+    "company_id": _ID_TYPES,
+    "branch_id": _ID_TYPES,
+    "service_id": _ID_TYPES,
+    "calcom_event_type_id": _ID_TYPES,
+    "starts_at": _TIME_TYPES,
+    "ends_at": _TIME_TYPES,
+    "deleted_at": _TIME_TYPES,
+    "status": _TEXT_TYPES,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{SYMBOL[self.status]} {self.name}: {self.detail}"
+        return f"{text} -- {self.fix}" if self.fix else text
+
+
+def _clean(exc: BaseException, *secrets_: SecretStr | None) -> str:
+    """One line of an exception with every known secret blanked out."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    for secret in secrets_:
+        value = secret.get_secret_value() if secret is not None else ""
+        if value:
+            text = text.replace(value, "***")
+    return text[:300]
+
+
+def _password(url: SecretStr | None) -> SecretStr | None:
+    from urllib.parse import urlsplit
+
+    if url is None:
+        return None
+    try:
+        password = urlsplit(url.get_secret_value()).password
+    except ValueError:
+        return None
+    return SecretStr(password) if password else None
+
+
+# --- settings ----------------------------------------------------------------------------------------------
+
+
+def check_settings(settings: Settings) -> list[Check]:
+    try:
+        config = core_config(settings)
+        from datetime import UTC, datetime
+
+        keys = config.template.render(
+            "1", "1", "1", config.window.buckets(datetime(2025, 1, 1, 12, tzinfo=UTC), None)[0]
+        )
+    except Exception as exc:  # any failure to build the core's configuration is the finding
+        return [Check("settings", "fail", _clean(exc), "fix the SLOTGUARD_* variable it names")]
+    return [
+        Check(
+            "settings",
+            "ok",
+            f"key zone {settings.key_timezone}, source zone {settings.source_timezone}, template renders "
+            f"{keys[0]!r}, tenant pattern {settings.tenant_id_pattern or 'integers'}",
+        )
+    ]
+
+
+# --- Postgres ----------------------------------------------------------------------------------------------
+
+
+def check_postgres(settings: Settings, *, max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL) -> list[Check]:
+    if settings.database_url is None:
+        return [
+            Check(
+                "postgres", "fail", "SLOTGUARD_DATABASE_URL is not set", "set it to the booking database DSN"
+            )
+        ]
+    secret = _password(settings.database_url)
+    try:
+        conn = psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=5, autocommit=True)
+    except psycopg.Error as exc:
+        return [
+            Check(
+                "postgres reachable",
+                "fail",
+                _clean(exc, secret, settings.database_url),
+                "check host, port, user and password in SLOTGUARD_DATABASE_URL",
+            )
+        ]
+    with conn:
+        checks = [Check("postgres reachable", "ok", f"server {conn.info.server_version // 10000}")]
+        checks += _wal(conn)
+        checks += _tables(conn, settings)
+        checks += _publication(conn, settings)
+        checks += _slot(conn, settings, max_retained_wal)
+    checks.append(
+        Check("heartbeat", "ok", f"heartbeat.interval.ms={settings.heartbeat_interval_ms}")
+        if settings.heartbeat_interval_ms > 0
+        else Check(
+            "heartbeat",
+            "warn",
+            "heartbeat.interval.ms=0: on a quiet table the slot's WAL is never confirmed",
+            "set SLOTGUARD_HEARTBEAT_INTERVAL_MS (e.g. 10000) and re-register the connector",
+        )
+    )
+    return checks
+
+
+def _one(conn: psycopg.Connection[Any], query: str | sql.Composed, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else row[0]
+
+
+def _wal(conn: psycopg.Connection[Any]) -> list[Check]:
+    checks = []
+    level = _one(conn, "SHOW wal_level")
+    checks.append(
+        Check("wal_level", "ok", "logical")
+        if level == "logical"
+        else Check(
+            "wal_level",
+            "fail",
+            f"{level}, logical decoding needs logical",
+            "ALTER SYSTEM SET wal_level = logical; then restart Postgres",
+        )
+    )
+    slots_max = int(_one(conn, "SHOW max_replication_slots"))
+    slots_used = int(_one(conn, "SELECT count(*) FROM pg_replication_slots"))
+    senders_max = int(_one(conn, "SHOW max_wal_senders"))
+    senders_used = int(_one(conn, "SELECT count(*) FROM pg_stat_replication"))
+    detail = f"slots {slots_used}/{slots_max}, wal senders {senders_used}/{senders_max}"
+    if slots_used >= slots_max or senders_used >= senders_max:
+        checks.append(
+            Check(
+                "replication headroom",
+                "warn",
+                f"{detail}: none left for a new connector",
+                "raise max_replication_slots / max_wal_senders",
+            )
+        )
+    else:
+        checks.append(Check("replication headroom", "ok", detail))
+    return checks
+
+
+def _tables(conn: psycopg.Connection[Any], settings: Settings) -> list[Check]:
+    checks = []
+    tables = (
+        (settings.appointments_table, resolve_columns(APPOINTMENT_FIELDS, settings.appointment_columns)),
+        (settings.services_table, resolve_columns(SERVICE_FIELDS, settings.service_columns)),
+    )
+    for table, columns in tables:
+        qualified = f"{settings.db_schema}.{table}"
+        quoted = (
+            sql.SQL("{}.{}").format(sql.Identifier(settings.db_schema), sql.Identifier(table)).as_string(conn)
+        )
+        ident = _one(
+            conn,
+            "SELECT c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+            (settings.db_schema, table),
+        )
+        if ident is None:
+            checks.append(
+                Check(
+                    f"table {qualified}",
+                    "fail",
+                    "does not exist",
+                    "check SLOTGUARD_DB_SCHEMA and the table settings",
+                )
+            )
+            continue
+        if ident == "f":
+            checks.append(Check(f"table {qualified}", "ok", "REPLICA IDENTITY FULL"))
+        else:
+            kind = {"d": "DEFAULT", "n": "NOTHING", "i": "INDEX"}.get(str(ident), str(ident))
+            checks.append(
+                Check(
+                    f"table {qualified}",
+                    "fail",
+                    f"REPLICA IDENTITY {kind}: updates and deletes arrive without the old row",
+                    f"ALTER TABLE {quoted} REPLICA IDENTITY FULL;",
+                )
+            )
+        found = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                (settings.db_schema, table),
+            ).fetchall()
+        )
+        problems = []
+        for logical, column in columns.items():
+            if column not in found:
+                problems.append(f"{logical} -> {column} missing")
+            elif found[column] not in _USABLE.get(logical, {found[column]}):
+                problems.append(f"{logical} -> {column} is {found[column]}")
+        if problems:
+            checks.append(
+                Check(
+                    f"columns of {qualified}",
+                    "fail",
+                    "; ".join(problems),
+                    "fix the column mapping (SLOTGUARD_*_COLUMNS) or the table",
+                )
+            )
+        else:
+            checks.append(
+                Check(f"columns of {qualified}", "ok", f"{len(columns)} columns the core reads, usable types")
+            )
+    return checks
+
+
+def _publication(conn: psycopg.Connection[Any], settings: Settings) -> list[Check]:
+    name = settings.publication_name
+    if _one(conn, "SELECT count(*) FROM pg_publication WHERE pubname = %s", (name,)) == 0:
+        return [
+            Check(
+                f"publication {name}",
+                "warn",
+                "does not exist yet",
+                "the connector creates it on its first start (publication.autocreate.mode=filtered)",
+            )
+        ]
+    covered = {
+        f"{s}.{t}"
+        for s, t in conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (name,)
+        ).fetchall()
+    }
+    wanted = {f"{settings.db_schema}.{t}" for t in (settings.appointments_table, settings.services_table)}
+    missing = sorted(wanted - covered)
+    if missing:
+        tables = ", ".join(missing)
+        return [
+            Check(
+                f"publication {name}",
+                "fail",
+                f"does not cover {tables}",
+                f"ALTER PUBLICATION {name} ADD TABLE {tables};",
+            )
+        ]
+    return [Check(f"publication {name}", "ok", f"covers {', '.join(sorted(wanted))}")]
+
+
+def _slot(conn: psycopg.Connection[Any], settings: Settings, max_retained: int) -> list[Check]:
+    name = settings.slot_name
+    row = conn.execute(
+        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, plugin "
+        "FROM pg_replication_slots WHERE slot_name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return [
+            Check(
+                f"replication slot {name}",
+                "fail",
+                "does not exist: no change is being captured",
+                "start the connector (slotguard connector register) or the relay; it creates the slot",
+            )
+        ]
+    active, retained, plugin = row
+    retained = int(retained or 0)
+    mib = retained / (1 << 20)
+    checks = [
+        Check(f"replication slot {name}", "ok", f"active ({plugin})")
+        if active
+        else Check(
+            f"replication slot {name}",
+            "warn",
+            f"inactive ({plugin}): nothing reads it, WAL piles up",
+            "start the connector or the relay",
+        )
+    ]
+    limit = f"{max_retained / (1 << 20):.0f} MiB"
+    if retained > max_retained:
+        checks.append(
+            Check(
+                "retained WAL",
+                "fail",
+                f"{mib:.1f} MiB, above {limit}",
+                "the connector is stuck or gone: fix it, or drop the slot (then replay)",
+            )
+        )
+    elif retained > max_retained // 2:
+        checks.append(
+            Check(
+                "retained WAL",
+                "warn",
+                f"{mib:.1f} MiB, above half of {limit}",
+                "check that the connector keeps up",
+            )
+        )
+    else:
+        checks.append(Check("retained WAL", "ok", f"{mib:.1f} MiB (limit {limit})"))
+    return checks
+
+
+# --- Kafka -------------------------------------------------------------------------------------------------
+
+
+def check_kafka(settings: Settings) -> list[Check]:
+    try:
+        with quiet_kafka_client():
+            return asyncio.run(_kafka(settings))
+    except Exception as exc:  # the client's errors, whatever their class
+        return [
+            Check(
+                "kafka reachable",
+                "fail",
+                f"{settings.kafka_bootstrap}: {_clean(exc, settings.kafka_password)}",
+                "check SLOTGUARD_KAFKA_BOOTSTRAP and the security settings",
+            )
+        ]
+
+
+async def _kafka(settings: Settings) -> list[Check]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    options = kafka_connection(settings).aiokafka_options()
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=10000)
+    await asyncio.wait_for(admin.start(), 15)
+    try:
+        checks = [Check("kafka reachable", "ok", settings.kafka_bootstrap)]
+        existing = set(await admin.list_topics())
+        wanted = {
+            "CDC topic": settings.appointments_topic,
+            "services topic": settings.services_topic,
+            "events topic": settings.events_topic,
+            "DLQ topic": settings.dlq_topic,
+        }
+        described = {
+            t["topic"]: t for t in await admin.describe_topics([t for t in wanted.values() if t in existing])
+        }
+        for what, topic in wanted.items():
+            if topic not in existing:
+                checks.append(Check(f"{what} {topic}", "fail", "missing", "slotguard topics apply"))
+            else:
+                partitions = len(described.get(topic, {}).get("partitions", []))
+                checks.append(Check(f"{what} {topic}", "ok", f"{partitions} partition(s)"))
+        checks += await _group(admin, settings, existing, options)
+        return checks
+    finally:
+        await admin.close()
+
+
+async def _group(admin: Any, settings: Settings, existing: set[str], options: dict[str, Any]) -> list[Check]:
+    group = settings.consumer_group
+    topic = settings.appointments_topic
+    desc = (await admin.describe_consumer_groups([group]))[0]
+    state, members = group_state(desc)
+    lag_text = ""
+    if topic in existing:
+        committed, ends = await committed_and_end_offsets(options, group, topic)
+        lags = {p: end - (committed.get(p) or 0) for p, end in ends.items()}
+        lag_text = ", lag " + " ".join(f"p{p}={lags[p]}" for p in sorted(lags)) if lags else ""
+    detail = f"{state}, {len(members)} member(s){lag_text}"
+    if not members:
+        return [
+            Check(f"worker group {group}", "warn", detail, "no worker is running: start slotguard worker")
+        ]
+    return [Check(f"worker group {group}", "ok", detail)]
+
+
+# --- Redis -------------------------------------------------------------------------------------------------
+
+
+def check_redis(settings: Settings, *, sample: int = 200) -> list[Check]:
+    try:
+        return asyncio.run(_redis(settings, sample))
+    except Exception as exc:  # the client's errors, whatever their class
+        return [
+            Check(
+                "redis reachable",
+                "fail",
+                _clean(exc, settings.redis_url, _password(settings.redis_url)),
+                "check SLOTGUARD_REDIS_URL (host, port, password, rediss:// for TLS)",
+            )
+        ]
+
+
+async def _redis(settings: Settings, sample: int) -> list[Check]:
+    from schemas.redact import redact_url
+
+    client = redis_client(
+        settings.redis_url.get_secret_value(),
+        ca_file=str(settings.redis_ca_file) if settings.redis_ca_file else None,
+    )
+    try:
+        await client.ping()
+        checks = [Check("redis reachable", "ok", redact_url(settings.redis_url))]
+        prefix = settings.redis_key_prefix
+        probe = f"{prefix}slotguard:doctor:{secrets.token_hex(4)}"
+        await client.set(probe, "1", ex=30)
+        written = await client.exists(probe)
+        await client.unlink(probe)
+        checks.append(
+            Check("redis probe key", "ok", f"written and removed under prefix {prefix!r}")
+            if written
+            else Check("redis probe key", "fail", "write did not stick", "check the ACL of the Redis user")
+        )
+        head = settings.key_template.split("{", 1)[0]
+        pattern = f"{_glob_escape(prefix + head)}*"
+        found: list[str] = []
+        scanned = 0
+        async for key in client.scan_iter(match=pattern, count=100):
+            found.append(key.decode() if isinstance(key, bytes) else str(key))
+            scanned += 1
+            if scanned >= sample:
+                break
+        if found:
+            checks.append(
+                Check(
+                    "cache keys",
+                    "ok",
+                    f"{len(found)}{'+' if scanned >= sample else ''} key(s) match {pattern!r}, e.g. {found[0]!r}",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    "cache keys",
+                    "warn",
+                    f"no key matches {pattern!r}",
+                    "your prefix (SLOTGUARD_REDIS_KEY_PREFIX) or template may be wrong -- or the cache is empty",
+                )
+            )
+        return checks
+    finally:
+        await client.aclose()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+# --- all ---------------------------------------------------------------------------------------------------
+
+CHECKS: dict[str, Callable[[Settings], list[Check]]] = {
+    "settings": check_settings,
+    "postgres": check_postgres,
+    "kafka": check_kafka,
+    "redis": check_redis,
+}
+
+
+def run_checks(settings: Settings, only: Iterable[str] = CHECKS) -> list[Check]:
+    checks: list[Check] = []
+    for name in only:
+        checks += CHECKS[name](settings)
+    return checks
+
+
+def as_json(checks: list[Check]) -> list[dict[str, str]]:
+    return [asdict(c) for c in checks]
+
+
+# heartbeat_topic is part of what the connector writes; doctor names it in docs.
+__all__ = ["Check", "as_json", "heartbeat_topic", "run_checks"]

@@ -1,0 +1,86 @@
+"""The worker's consumer group seen from outside: state, members, committed and end offsets.
+
+Committed offsets are read and written the way Kafka's own ``kafka-consumer-groups`` tool does it: a
+consumer with the group's id that never joins (``assign`` + OffsetFetch / OffsetCommit), which Kafka accepts
+while the group has no active member.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+
+@contextlib.contextmanager
+def quiet_kafka_client() -> Iterator[None]:
+    """aiokafka logs every failed connection attempt itself; our one-line errors already say it all."""
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
+
+
+def group_state(desc: Any) -> tuple[str, list[str]]:
+    """(state, member ids) from aiokafka's DescribeGroups response."""
+    groups = getattr(desc, "groups", None) or []
+    if not groups:
+        return "Unknown", []
+    # (error_code, group_id, state, protocol_type, protocol, members[, authorized_operations])
+    entry = groups[0]
+    members = [str(m[1]) or str(m[0]) for m in entry[5]]
+    return str(entry[2]) or "Unknown", members
+
+
+async def partitions_of(options: dict[str, Any], topic: str) -> list[int]:
+    consumer = AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic)
+        return sorted(partitions or ())
+    finally:
+        await consumer.stop()
+
+
+async def committed_and_end_offsets(
+    options: dict[str, Any], group: str, topic: str
+) -> tuple[dict[int, int | None], dict[int, int]]:
+    """Per partition: the group's committed offset (``None`` = never committed) and the log-end offset."""
+    consumer = AIOKafkaConsumer(**options, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        if not partitions:
+            await consumer.topics()
+            partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return {}, {}
+        consumer.assign(tps)
+        committed = {tp.partition: await consumer.committed(tp) for tp in tps}
+        ends = {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+        return committed, ends
+    finally:
+        await consumer.stop()
+
+
+async def commit_offsets(options: dict[str, Any], group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Set the group's committed offsets (the group must have no active member)."""
+    consumer = AIOKafkaConsumer(**options, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = {TopicPartition(topic, p): o for p, o in offsets.items()}
+        consumer.assign(list(tps))
+        await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in tps.items()})
+    finally:
+        await consumer.stop()
