@@ -30,7 +30,7 @@ CHANGES = {
 }
 
 
-GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "golden_events.json").read_text(encoding="utf-8"))
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "events.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("name", sorted(CHANGES))
