@@ -45,6 +45,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="Show what would change; change nothing.")
     parser.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="Skip the active-member check and commit by joining the group (evicting members that no longer "
+        "heartbeat): for brokers that keep members listed after they left, like the local tansu broker. "
+        "Only when you know no worker runs.",
+    )
     parser.set_defaults(func=run)
 
 
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         partitions = _partitions(args.partitions)
         group, topic = settings.consumer_group, settings.appointments_topic
         plans = asyncio.run(replay.plan(options, group, topic, target, partitions))
-        members = asyncio.run(replay.active_members(options, group))
+        members = [] if args.force else asyncio.run(replay.active_members(options, group))
         table = Table(title=f"replay of group {group} on {topic}" + (" (dry run)" if args.dry_run else ""))
         for column in ("partition", "committed", "new offset", "log end", "changes reprocessed"):
             table.add_column(column, justify="right")
@@ -110,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"dry run: {total} change(s) would be reprocessed; nothing changed")
             return 0
         _confirm(f"Reset {len(plans)} partition(s) of group {group} ({total} change(s) reprocessed)?", args)
-        asyncio.run(replay.apply(options, group, topic, plans))
+        asyncio.run(replay.apply(options, group, topic, plans, check_members=not args.force))
         console.print(f"reset {len(plans)} partition(s); the next worker start reprocesses {total} change(s)")
         return 0
 
@@ -128,11 +135,13 @@ def _from_dlq(
     args: argparse.Namespace, settings: object, options: dict[str, object], console: Console
 ) -> int:
     from slotguard.operate import replay
+    from slotguard.operate.kafka_group import commit_offsets
     from slotguard.settings import Settings
 
     assert isinstance(settings, Settings)
     since = replay.parse_datetime(args.since) if args.since else None
-    letters = asyncio.run(replay.read_dead_letters(options, settings.dlq_topic, since))
+    progress = replay.replay_group(settings.consumer_group)
+    letters, ends = asyncio.run(replay.read_dead_letters(options, settings.dlq_topic, since, progress))
     fresh = [d for d in letters if not d.replayed]
     table = Table(title=f"dead letters in {settings.dlq_topic}" + (" (dry run)" if args.dry_run else ""))
     for column in ("partition", "offset", "time", "error", "replayed before"):
@@ -150,6 +159,8 @@ def _from_dlq(
         )
         return 0
     if not fresh:
+        if ends:
+            asyncio.run(commit_offsets(options, progress, settings.dlq_topic, ends))
         console.print(f"nothing to re-feed ({skipped} replayed before, skipped)")
         return 0
     _confirm(f"Re-feed {len(fresh)} dead letter(s) into {settings.appointments_topic}?", args)
@@ -162,5 +173,7 @@ def _from_dlq(
             enable_idempotence=settings.kafka_enable_idempotence,
         )
     )
+    # Remember how far this replay got: the next one starts after these letters.
+    asyncio.run(commit_offsets(options, progress, settings.dlq_topic, ends))
     console.print(f"re-fed {sent} dead letter(s) into {settings.appointments_topic}")
     return 0

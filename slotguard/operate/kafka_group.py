@@ -84,3 +84,40 @@ async def commit_offsets(options: dict[str, Any], group: str, topic: str, offset
         await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in tps.items()})
     finally:
         await consumer.stop()
+
+
+async def commit_offsets_as_member(
+    options: dict[str, Any], group: str, topic: str, offsets: dict[int, int], *, within: float = 60.0
+) -> None:
+    """Join the group, wait until it assigned every partition of ``offsets`` to us, commit, leave.
+
+    For a group whose membership the broker still lists although its members are gone (the local tansu
+    broker never drops them): a join makes the broker rebalance, members that no longer heartbeat are
+    evicted, and the commit is a member's commit. Only safe when no worker runs.
+    """
+    import asyncio
+    import time
+
+    consumer = AIOKafkaConsumer(
+        **options,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    consumer.subscribe([topic])
+    await consumer.start()
+    try:
+        wanted = {TopicPartition(topic, p) for p in offsets}
+        deadline = time.monotonic() + within
+        # The join runs in aiokafka's coordinator task; poll the assignment until it holds our partitions.
+        while not wanted <= consumer.assignment():
+            if time.monotonic() > deadline:
+                got = sorted(tp.partition for tp in consumer.assignment())
+                raise TimeoutError(
+                    f"the group assigned partitions {got} in {within:.0f}s, not all of {sorted(offsets)}"
+                )
+            await asyncio.sleep(0.1)
+        await consumer.commit({tp: OffsetAndMetadata(offsets[tp.partition], "") for tp in wanted})
+    finally:
+        await consumer.stop()

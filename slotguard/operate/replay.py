@@ -18,11 +18,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from processor.worker.dlq import H_REPLAYED_FROM
 from schemas.errors import ConfigError, SlotguardError
-from slotguard.operate.kafka_group import commit_offsets, committed_and_end_offsets, group_state
+from slotguard.operate.kafka_group import (
+    commit_offsets,
+    commit_offsets_as_member,
+    committed_and_end_offsets,
+    group_state,
+)
 
 
 class ReplayRefused(SlotguardError):
@@ -150,12 +156,31 @@ async def _offsets_for_time(
         await consumer.stop()
 
 
-async def apply(options: dict[str, Any], group: str, topic: str, plans: Sequence[PartitionPlan]) -> None:
-    """Commit the planned offsets, after checking again that no worker is running."""
-    members = await active_members(options, group)
-    if members:
-        raise ReplayRefused(refusal(group, members))
-    await commit_offsets(options, group, topic, {p.partition: p.new for p in plans})
+async def apply(
+    options: dict[str, Any],
+    group: str,
+    topic: str,
+    plans: Sequence[PartitionPlan],
+    *,
+    check_members: bool = True,
+) -> None:
+    """Commit the planned offsets, after checking again that no worker is running.
+
+    The commit is a non-member OffsetCommit (generation -1), which Apache Kafka itself rejects while the
+    group has members -- a second line of defence behind the DescribeGroups check."""
+    offsets = {p.partition: p.new for p in plans}
+    try:
+        if not check_members:
+            await commit_offsets_as_member(options, group, topic, offsets)
+            return
+        members = await active_members(options, group)
+        if members:
+            raise ReplayRefused(refusal(group, members))
+        await commit_offsets(options, group, topic, offsets)
+    except (KafkaError, TimeoutError) as exc:
+        raise ReplayRefused(
+            f"the broker refused the reset of group {group}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def refusal(group: str, members: Sequence[str]) -> str:
@@ -187,10 +212,18 @@ class DeadLetter:
         return any(k == H_REPLAYED_FROM for k, _ in self.headers)
 
 
-async def read_dead_letters(options: dict[str, Any], dlq: str, since: datetime | None) -> list[DeadLetter]:
-    """Every record of the DLQ (from ``since`` on), read without a group up to the current end."""
+def replay_group(group: str) -> str:
+    """The group that remembers how far ``--from-dlq`` got (its committed offsets on the DLQ)."""
+    return f"{group}.dlq-replay"
+
+
+async def read_dead_letters(
+    options: dict[str, Any], dlq: str, since: datetime | None, group: str
+) -> tuple[list[DeadLetter], dict[int, int]]:
+    """The DLQ's records up to its current end -- from ``since``, else from where the last replay stopped
+    (``group``'s committed offsets), else from the beginning -- and those end offsets."""
     consumer = AIOKafkaConsumer(
-        **options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        **options, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
@@ -200,7 +233,7 @@ async def read_dead_letters(options: dict[str, Any], dlq: str, since: datetime |
             partitions = sorted(consumer.partitions_for_topic(dlq) or ())
         tps = [TopicPartition(dlq, p) for p in partitions]
         if not tps:
-            return []
+            return [], {}
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         if since is not None:
@@ -208,7 +241,12 @@ async def read_dead_letters(options: dict[str, Any], dlq: str, since: datetime |
             for tp in tps:
                 consumer.seek(tp, found[tp].offset if found.get(tp) is not None else ends[tp])
         else:
-            await consumer.seek_to_beginning(*tps)
+            for tp in tps:
+                done = await consumer.committed(tp)
+                if done is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, done)
         letters: list[DeadLetter] = []
 
         async def behind() -> bool:
@@ -223,7 +261,8 @@ async def read_dead_letters(options: dict[str, Any], dlq: str, since: datetime |
                         letters.append(
                             DeadLetter(tp.partition, r.offset, r.timestamp, r.key, r.value, headers)
                         )
-        return sorted(letters, key=lambda d: (d.timestamp_ms, d.partition, d.offset))
+        ordered = sorted(letters, key=lambda d: (d.timestamp_ms, d.partition, d.offset))
+        return ordered, {tp.partition: o for tp, o in ends.items()}
     finally:
         await consumer.stop()
 

@@ -42,7 +42,7 @@ class WorkerProcess:
         env["PYTHONUNBUFFERED"] = "1"
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slotguard.cli", "worker"],
+            [sys.executable, "-P", "-m", "slotguard.cli", "worker"],
             cwd=REPO,
             env=env,
             stdout=self._log,
