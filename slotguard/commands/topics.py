@@ -47,5 +47,8 @@ def run_apply(args: argparse.Namespace) -> int:
             r.action, verb.get(r.action, r.action)
         )
         detail = f": {'; '.join(r.differences)}" if r.differences else ""
-        print(f"{SYMBOLS[r.action]} {r.spec.name} ({r.spec.role}) {what}{detail}")
+        unverified = (
+            f" (configs not reported by the broker: {', '.join(r.unverified)})" if r.unverified else ""
+        )
+        print(f"{SYMBOLS[r.action]} {r.spec.name} ({r.spec.role}) {what}{detail}{unverified}")
     return 1 if any(r.action == "drift" for r in reports) else 0

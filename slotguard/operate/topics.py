@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, DependencyError
 from slotguard.settings import Settings
 
 ROLES = ("appointments", "services", "events", "dlq")
@@ -35,6 +36,8 @@ class TopicReport:
     spec: TopicSpec
     action: str  # "create" | "ok" | "drift" | "alter"
     differences: list[str] = field(default_factory=list)
+    #: Declared configs the broker did not report (cannot be compared; the local tansu broker reports none).
+    unverified: list[str] = field(default_factory=list)
 
 
 def default_file() -> Path:
@@ -79,6 +82,17 @@ def load_specs(path: Path, settings: Settings) -> list[TopicSpec]:
 async def apply(
     options: dict[str, Any], specs: list[TopicSpec], *, dry_run: bool, alter: bool
 ) -> list[TopicReport]:
+    """Create, compare and (with ``alter``) change; the client's errors become one DependencyError line."""
+    try:
+        return await _apply(options, specs, dry_run=dry_run, alter=alter)
+    except KafkaError as exc:  # IncompatibleBrokerVersion (an API the broker lacks) is one too
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise DependencyError(f"Kafka refused a topic change: {text}") from None
+
+
+async def _apply(
+    options: dict[str, Any], specs: list[TopicSpec], *, dry_run: bool, alter: bool
+) -> list[TopicReport]:
     admin = AIOKafkaAdminClient(**options, request_timeout_ms=15000)
     await admin.start()
     try:
@@ -106,12 +120,13 @@ async def apply(
             if have != spec.partitions:
                 diffs.append(f"partitions {have} -> {spec.partitions}")
             current = configs.get(spec.name, {})
-            changed = {k: v for k, v in spec.config.items() if current.get(k) != v}
-            diffs += [f"{k} {current.get(k, '?')} -> {v}" for k, v in changed.items()]
+            unverified = sorted(k for k in spec.config if k not in current)
+            changed = {k: v for k, v in spec.config.items() if k in current and current[k] != v}
+            diffs += [f"{k} {current[k]} -> {v}" for k, v in changed.items()]
             if not diffs:
-                reports.append(TopicReport(spec, "ok"))
+                reports.append(TopicReport(spec, "ok", unverified=unverified))
                 continue
-            reports.append(TopicReport(spec, "alter" if alter else "drift", diffs))
+            reports.append(TopicReport(spec, "alter" if alter else "drift", diffs, unverified))
             if alter and not dry_run:
                 if have > spec.partitions:
                     raise ConfigError(
