@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "replay": ("replay", "Reset the worker group's offsets (redo invalidations) or re-feed dead letters."),
     "topics": ("topics", "Create missing topics and report drift from topics.yaml."),
+    "bench": ("bench", "Run the benchmark suite on a private local stack; write results.json and report.md."),
     "connector": (
         "connector",
         "Render, register, inspect or restart the Debezium connector on Kafka Connect.",

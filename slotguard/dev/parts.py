@@ -31,7 +31,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """True when nobody listens on ``port``. SO_REUSEADDR, as the servers themselves bind: a port that only
+    has TIME_WAIT connections left (a server just stopped) is free, so a restarted part keeps its port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -146,6 +146,18 @@ class ManagedProcess:
         self.pid_file.write_text(record.model_dump_json(), encoding="utf-8")
         return record
 
+    def adopt(self, pid: int) -> bool:
+        """Record ``pid`` as this server's process (it was restarted by someone else, e.g. ``pg_ctl
+        restart``); False when no such process runs."""
+        try:
+            proc = psutil.Process(pid)
+            record = PidRecord(pid=pid, create_time=proc.create_time(), name=proc.name(), argv=self.argv)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(record.model_dump_json(), encoding="utf-8")
+        return True
+
     def exit_status(self) -> int | None:
         """The exit status if this process started the server and it has exited, else None."""
         record = self.record()

@@ -240,6 +240,7 @@ class DevStack:
     def status(self) -> list[PartStatus]:
         result: list[PartStatus] = []
         for part in self._all_parts():
+            part.alive()  # lets a part re-find its process (a postmaster restarted by pg_ctl)
             proc = part.process.running()
             result.append(
                 PartStatus(

@@ -111,3 +111,57 @@ def test_dev_up_starts_the_relay_and_worker_too() -> None:
     finally:
         _dev("down", base=base, check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_postgres_restarted_by_pg_ctl_is_still_the_stacks_and_keeps_its_port() -> None:
+    """A DBA's ``pg_ctl restart``: status still sees Postgres, ``dev up`` adopts it instead of failing on
+    postmaster.pid, ``dev down`` stops it; and a part stopped and started again keeps its port."""
+    from slotguard.dev.postgres import PostgresPart, pg_bin_dir
+
+    base = _fresh_base()
+    try:
+        env = _env(_dev("up", "--infra-only", base=base).stdout)
+        stack = DevStack(base)
+        state = stack._load_state()
+        assert state is not None
+        postgres = stack._infra(state)[0]
+        assert isinstance(postgres, PostgresPart)
+        before = DevStack(base).pids()["postgres"]
+        postgres._run(
+            # -l: the new postmaster writes to a log (in its data dir, which its user owns), not to
+            # pg_ctl's captured stdout.
+            [
+                str(pg_bin_dir() / "pg_ctl"),
+                "restart",
+                "-D",
+                str(postgres.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "-l",
+                str(postgres.data_dir / "pg_ctl.log"),
+            ],  # fmt: skip
+            "pg_ctl restart",
+        )
+        after = postgres.postmaster_pid()
+        assert after is not None
+        assert after != before
+
+        assert "postgres" in _dev("status", base=base).stdout
+        assert DevStack(base).pids()["postgres"] == after
+        again = _dev("up", "--infra-only", base=base)
+        assert "postgres already running" in again.stderr
+        assert _env(again.stdout)["SLOTGUARD_DATABASE_URL"] == env["SLOTGUARD_DATABASE_URL"]
+        with psycopg.connect(env["SLOTGUARD_DATABASE_URL"]) as conn:
+            conn.execute("SELECT 1")
+
+        restarted = psutil.Process(after)
+        _dev("down", base=base)
+        _gone, alive = psutil.wait_procs([restarted], timeout=10)
+        assert alive == [], "the postmaster pg_ctl started outlived dev down"
+
+        # Up again after down: every port is the one it had (TIME_WAIT does not make a port "taken").
+        assert _env(_dev("up", "--infra-only", base=base).stdout) == env
+    finally:
+        _dev("down", base=base, check=False)
+        shutil.rmtree(base, ignore_errors=True)

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from slotguard.dev.kafka import create_topic, run_sync
 from slotguard.dev.parts import free_port
 from slotguard.settings import Settings, child_environment
+from tests.support.changes import encode, envelope
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -291,28 +292,9 @@ _lsn = iter(range(10_000_000, 100_000_000, 8))
 def change(
     op: str, before: dict[str, Any] | None, after: dict[str, Any] | None, *, table: str = "appointments"
 ) -> bytes:
-    """A Debezium change event (JsonConverter, bare payload) committed "now"."""
-    now_ms = int(time.time() * 1000)
-    return orjson.dumps(
-        {
-            "before": before,
-            "after": after,
-            "op": op,
-            "ts_ms": now_ms,
-            "source": {
-                "version": "2.7.3.Final",
-                "connector": "postgresql",
-                "name": "slotguard",
-                "ts_ms": now_ms,
-                "snapshot": "false",
-                "db": "app",
-                "schema": "public",
-                "table": table,
-                "txId": 1000,
-                "lsn": next(_lsn),
-            },
-            "transaction": None,
-        }
+    """A Debezium change event committed "now", with a fresh LSN (the suite's one builder underneath)."""
+    return encode(
+        envelope(op, before, after, table=table, lsn=next(_lsn), tx_id=1000, ts_ms=int(time.time() * 1000))
     )
 
 

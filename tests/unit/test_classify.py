@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.events import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
-from tests.unit.changes import appointment, config, envelope, run
+from tests.support.changes import appointment, config, envelope, run
 
 LATER = {"starts_at": "2025-10-15T16:00:00Z", "ends_at": "2025-10-15T17:00:00Z"}
 

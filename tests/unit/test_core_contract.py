@@ -9,7 +9,7 @@ from processor.core.errors import MalformedChange
 from processor.core.read import read_change
 from processor.core.resolver import InMemoryResolver, ServiceInfo
 from processor.core.services import ServiceChange, decode_service_change
-from tests.unit.changes import appointment, config, encode, envelope, run
+from tests.support.changes import appointment, config, encode, envelope, run
 
 
 def _service(**changes: object) -> dict[str, object]:

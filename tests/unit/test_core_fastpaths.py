@@ -14,7 +14,7 @@ from processor.core.classify import Classification, Kind
 from processor.core.derive import Outcome
 from schemas.events import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from schemas.rows import AppointmentRow
-from tests.unit.changes import appointment, config, envelope, run
+from tests.support.changes import appointment, config, envelope, run
 
 CHANGES = {
     "booked": envelope("c", after=appointment()),

@@ -11,7 +11,7 @@ from processor.core.decode import decode_envelope
 from processor.core.derive import process_change
 from processor.core.errors import MalformedChange
 from schemas.errors import InputError
-from tests.unit.changes import appointment, config, envelope, resolver, run, with_schema
+from tests.support.changes import appointment, config, envelope, resolver, run, with_schema
 
 FIXTURES = Path(__file__).with_name("fixtures")
 SEED_KEYS_14 = [

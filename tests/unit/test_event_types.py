@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from processor.core.resolver import InMemoryResolver, ServiceInfo
-from tests.unit.changes import appointment, config, envelope, resolver, run
+from tests.support.changes import appointment, config, envelope, resolver, run
 
 
 def test_unknown_service_with_company_policy_invalidates_every_event_type_of_the_company() -> None:

@@ -10,7 +10,7 @@ from processor.core.decode import decode_envelope
 from processor.core.derive import event_id
 from schemas.events import AppointmentBooked, parse_booking_event
 from schemas.jsonschema import REGENERATE, render_all, stale_files
-from tests.unit.changes import appointment, encode, envelope, run
+from tests.support.changes import appointment, encode, envelope, run
 
 
 def _id(env: dict[str, Any]) -> str:

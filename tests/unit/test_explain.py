@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from slotguard.cli import main
-from tests.unit.changes import appointment, encode, envelope
+from tests.support.changes import appointment, encode, envelope
 
 FIXTURES = Path(__file__).with_name("fixtures")
 SLOTGUARD = Path(sys.executable).with_name("slotguard")

@@ -8,7 +8,7 @@ from processor.core.errors import UnsafeKeyPart
 from processor.core.keys import TenantGuard
 from processor.core.resolver import InMemoryResolver, ServiceInfo
 from schemas.errors import ConfigError, InputError
-from tests.unit.changes import appointment, config, envelope, run
+from tests.support.changes import appointment, config, envelope, run
 
 
 def test_null_branch_renders_empty() -> None:

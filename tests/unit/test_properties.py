@@ -15,7 +15,7 @@ from processor.core.config import CoreConfig
 from processor.core.derive import Outcome, process_change
 from schemas.errors import InputError
 from schemas.rows import AppointmentRow
-from tests.unit.changes import appointment, config, envelope, resolver
+from tests.support.changes import appointment, config, envelope, resolver
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ZONES = ["UTC", "Europe/Berlin", "Asia/Kolkata", "America/St_Johns", "Australia/Lord_Howe", "Asia/Kathmandu"]

@@ -7,7 +7,7 @@ import pytest
 from schemas.errors import ConfigError
 from schemas.rows import AppointmentReader
 from schemas.temporal import TOAST_PLACEHOLDER
-from tests.unit.changes import appointment, config, envelope, run
+from tests.support.changes import appointment, config, envelope, run
 
 LEGACY_COLUMNS = {
     "company_id": "tenant_id",

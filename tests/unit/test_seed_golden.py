@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.changes import appointment, config, envelope, run
+from tests.support.changes import appointment, config, envelope, run
 
 
 def test_booking_at_14_invalidates_the_hour_before_the_hour_and_the_hour_after() -> None:

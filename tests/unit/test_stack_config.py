@@ -56,6 +56,20 @@ def test_a_free_port_is_bindable_and_a_listening_port_is_not() -> None:
         assert not port_is_free(sock.getsockname()[1])
 
 
+def test_a_port_whose_server_just_stopped_is_free_again_despite_time_wait() -> None:
+    """A restarted part keeps its port: connections left in TIME_WAIT do not make the port "taken"."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+        client.close()
+    assert port_is_free(port)
+
+
 def test_status_of_a_directory_without_a_stack_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,7 +22,7 @@ from schemas.temporal import (
     infer_epoch_unit,
     is_unavailable,
 )
-from tests.unit.changes import appointment, config, envelope, run, with_schema
+from tests.support.changes import appointment, config, envelope, run, with_schema
 
 T = datetime(2025, 10, 15, 14, 0, tzinfo=UTC)
 MS = 1760536800000

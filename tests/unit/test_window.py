@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from processor.core.window import MAX_BUCKETS, HourWindow
-from tests.unit.changes import appointment, config, envelope, run
+from tests.support.changes import appointment, config, envelope, run
 
 
 def _tails(keys: list[str]) -> list[str]:

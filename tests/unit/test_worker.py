@@ -22,6 +22,7 @@ from processor.worker.policy import Backoff, FailurePolicy
 from processor.worker.resolution import LayeredResolver, TtlCache
 from slotguard.settings import Settings
 from slotguard.wiring import core_config, worker_config
+from tests.support.changes import appointment, encode, envelope
 
 
 class _Pipe:
@@ -181,13 +182,9 @@ def _handler(
 
 
 def _booked(appointment_id: int, company: object = 15) -> bytes:
-    after = {"id": appointment_id, "company_id": company, "branch_id": 1, "service_id": 7,
-             "starts_at": "2025-10-15T14:00:00Z", "ends_at": "2025-10-15T15:00:00Z", "status": "scheduled",
-             "deleted_at": None}  # fmt: skip
+    after = appointment(id=appointment_id, company_id=company, status="scheduled")
     ts = int(datetime(2025, 10, 15, 12, tzinfo=UTC).timestamp() * 1000)
-    return orjson.dumps(
-        {"before": None, "after": after, "op": "c", "ts_ms": ts, "source": {"ts_ms": ts, "lsn": 1}}
-    )
+    return encode(envelope("c", after=after, lsn=appointment_id, ts_ms=ts))
 
 
 def test_a_batch_unlinks_once_publishes_events_and_dead_letters_bad_records() -> None:

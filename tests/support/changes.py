@@ -56,7 +56,11 @@ def envelope(
     tx_id: int | None = 789,
     table: str = "appointments",
     snapshot: str = "false",
+    ts_ms: int = 1760536800000,
 ) -> dict[str, Any]:
+    """A Debezium change event (JsonConverter, bare payload) -- the one builder of the test suite.
+
+    ``ts_ms`` is the commit time (``source.ts_ms``); the envelope's own ``ts_ms`` is 123 ms later."""
     return {
         "before": before,
         "after": after,
@@ -64,7 +68,7 @@ def envelope(
             "version": "2.7.3.Final",
             "connector": "postgresql",
             "name": "slotguard",
-            "ts_ms": 1760536800000,
+            "ts_ms": ts_ms,
             "snapshot": snapshot,
             "db": "app",
             "sequence": '[null,"23456"]',
@@ -75,7 +79,7 @@ def envelope(
             "xmin": None,
         },
         "op": op,
-        "ts_ms": 1760536800123,
+        "ts_ms": ts_ms + 123,
         "transaction": None,
     }
 

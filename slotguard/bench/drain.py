@@ -1,0 +1,118 @@
+"""Draining a pre-filled topic: the worker (or the naive agent) against the same records, start-up excluded.
+
+A fresh consumer group per run; the clock starts when the group first commits and stops when the committed
+offsets reach the end of every partition, so neither start-up nor the group join counts. Committed offsets
+are sampled every 0.2 s (the throughput-over-time plot) and the process's RSS with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from slotguard.bench.workload import Change, services_changes
+from slotguard.operate.kafka_group import committed_and_end_offsets
+from slotguard.settings import Settings, child_environment
+
+SAMPLE_S = 0.2
+
+
+@dataclass
+class DrainResult:
+    records: int
+    seconds: float
+    rate: float
+    rss_mb_peak: float
+    #: (seconds since the clock started, records committed)
+    progress: list[tuple[float, int]] = field(default_factory=list)
+
+
+async def prefill(
+    bootstrap: str, topic: str, services_topic: str, records: Sequence[Change], partitions: int
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1), NewTopic(services_topic, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1)
+    await producer.start()
+    try:
+        for key, value in services_changes():
+            await producer.send(services_topic, value, key=key)
+        pending = []
+        for change in records:
+            pending.append(await producer.send(topic, change.value, key=change.key))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def drain(
+    command: Sequence[str], settings: Settings, total: int, log: Path, timeout: float = 1800.0
+) -> DrainResult:
+    """Run ``command`` (a consumer of ``settings.appointments_topic`` in ``settings.consumer_group``) until
+    the group committed ``total`` records; stop it; the rate with start-up excluded."""
+    env = child_environment(settings, os.environ)
+    options = {"bootstrap_servers": settings.kafka_bootstrap}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    watched = psutil.Process(proc.pid)
+    peak = 0.0
+    progress: list[tuple[float, int]] = []
+    start: float | None = None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command[-1]} exited with {proc.returncode} during the drain; see {log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"drain did not finish in {timeout:.0f}s; see {log}")
+            committed, _ = asyncio.run(
+                committed_and_end_offsets(options, settings.consumer_group, settings.appointments_topic)
+            )
+            done = sum(o or 0 for o in committed.values())
+            now = time.monotonic()
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, watched.memory_info().rss / 2**20)
+            if done and start is None:
+                start = now
+                first = done
+            if start is not None:
+                progress.append((now - start, done))
+                if done >= total:
+                    seconds = now - start
+                    # The first sample already had `first` records committed: count from there.
+                    return DrainResult(
+                        total, seconds, (total - first) / seconds if seconds else 0.0, peak, progress
+                    )
+            time.sleep(SAMPLE_S)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-P", "-m", "slotguard.cli", "worker"]
+
+
+def naive_command() -> list[str]:
+    return [sys.executable, "-P", "-m", "slotguard.bench.naive_agent"]

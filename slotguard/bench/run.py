@@ -1,0 +1,210 @@
+"""The benchmark run: a private local stack, each part measured in turn, results.json + report.md + plots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from slotguard.bench.core_bench import core_rate, orjson_rate
+from slotguard.bench.drain import DrainResult, drain, naive_command, prefill, worker_command
+from slotguard.bench.workload import changes
+from slotguard.settings import Settings, load_settings
+from slotguard.wiring import core_config
+
+Progress = Callable[[str], None]
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    return {
+        "cores": os.cpu_count(),
+        "memory_mb": mem,
+        "cpu": model or platform.processor(),
+        "python": platform.python_version(),
+    }
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+def run(out: Path, *, quick: bool, progress: Progress, sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    """Measure and write ``out/results.json``, ``out/report.md`` and the plots; return the results."""
+    from slotguard.dev.stack import DevStack
+
+    sizes = sizes or (
+        {"core": 200_000, "worker": 200_000, "naive": 20_000}
+        if quick
+        else {"core": 400_000, "worker": 400_000, "naive": 50_000}
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "commit": commit(),
+        "quick": quick,
+        "sizes": sizes,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+    progress(f"generating {max(sizes.values())} synthetic changes")
+    records = list(changes(max(sizes["core"], sizes["worker"])))
+    values = [c.value for c in records[: sizes["core"]]]
+
+    progress("core: read + derive, and orjson.loads alone")
+    config = core_config(load_settings())
+    rate = core_rate(values, config)
+    floor = orjson_rate(values)
+    results["core"] = {
+        "events_per_s": round(rate),
+        "orjson_loads_per_s": round(floor),
+        "us_per_change": round(1e6 / rate, 2),
+        "ratio_to_orjson": round(floor / rate, 2),
+        "changes": len(values),
+    }
+
+    stack = DevStack(out / "stack")
+    progress("starting the local stack (Postgres, tansu, Redis)")
+    info = stack.up(infra_only=True).info
+    try:
+        base = _settings(info)
+        worker = _drain(base, "worker", records[: sizes["worker"]], worker_command(), out, progress)
+        naive = _drain(base, "naive", records[: sizes["naive"]], naive_command(), out, progress)
+        results["worker"] = {
+            "events_per_s": round(worker.rate),
+            "baseline_events_per_s": round(naive.rate),
+            "ratio_to_baseline": round(worker.rate / naive.rate, 1) if naive.rate else None,
+            "rss_mb": round(worker.rss_mb_peak, 1),
+            "baseline_rss_mb": round(naive.rss_mb_peak, 1),
+            "changes": worker.records,
+            "baseline_changes": naive.records,
+            "partitions": 4,
+        }
+        _plot_drain(out / "drain.png", {"worker": worker, "naive agent": naive})
+    finally:
+        progress("stopping the local stack")
+        stack.down()
+    results["not_measured"] = ["e2e latency", "write_overhead", "backlog (1M)", "rss_mb.relay"]
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    (out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    (out / "report.md").write_text(report(results), encoding="utf-8")
+    return results
+
+
+def _settings(info: Any) -> Settings:
+    from slotguard.dev.kafka import BROKER_SETTINGS
+
+    return Settings(
+        kafka_bootstrap=info.kafka_bootstrap,
+        redis_url=info.redis_url,
+        data_dir=info.data_dir,
+        log_level="WARNING",
+        **BROKER_SETTINGS,  # type: ignore[arg-type]
+    )
+
+
+def _drain(
+    base: Settings, name: str, records: list[Any], command: list[str], out: Path, progress: Progress
+) -> DrainResult:
+    from slotguard.dev.parts import free_port
+
+    prefix = f"bench_{name}_{int(time.time())}"
+    settings = base.model_copy(
+        update={
+            "topic_prefix": prefix,
+            "consumer_group": f"{prefix}_g",
+            "events_topic": f"{prefix}.events",
+            "dlq_topic": f"{prefix}.dlq",
+            "web_port": free_port(),
+        }
+    )
+    progress(f"{name}: pre-filling {len(records)} changes into 4 partitions")
+    asyncio.run(
+        prefill(settings.kafka_bootstrap, settings.appointments_topic, settings.services_topic, records, 4)
+    )
+    progress(f"{name}: draining")
+    result = drain(command, settings, len(records), out / f"{name}.log")
+    progress(f"{name}: {result.rate:,.0f} changes/s, RSS peak {result.rss_mb_peak:.0f} MB")
+    return result
+
+
+def _plot_drain(path: Path, runs: dict[str, DrainResult]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, result in runs.items():
+        pts = result.progress
+        rates = [(t1, (n1 - n0) / (t1 - t0)) for (t0, n0), (t1, n1) in itertools.pairwise(pts) if t1 > t0]
+        ax.plot([t for t, _ in rates], [r for _, r in rates], label=label)
+    ax.set_xlabel("seconds since the first commit")
+    ax.set_ylabel("changes committed per second")
+    ax.set_title("Draining a pre-filled 4-partition topic")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# slotguard bench",
+        "",
+        f"`slotguard bench{' --quick' if results['quick'] else ''}` at commit `{results['commit']}`, {results['started']}.",
+        f"Machine: {m['cores']} cores, {m['memory_mb']} MB, {m['cpu']}, Python {m['python']}. Absolute figures are this machine's; ratios are from this one run.",
+        "",
+        "| part | figure |",
+        "|---|---|",
+    ]
+    core = results.get("core", {})
+    if core:
+        lines += [
+            f"| core (read + derive) | {core['events_per_s']:,} changes/s ({core['us_per_change']} µs/change) |",
+            f"| orjson.loads alone | {core['orjson_loads_per_s']:,} /s (core is {core['ratio_to_orjson']}× slower) |",
+        ]
+    worker = results.get("worker", {})
+    if worker:
+        lines += [
+            f"| worker drain ({worker['changes']:,} changes, 4 partitions, Redis UNLINK) | {worker['events_per_s']:,} changes/s, RSS peak {worker['rss_mb']} MB |",
+            f"| naive Faust agent (one DEL per event, {worker['baseline_changes']:,} changes) | {worker['baseline_events_per_s']:,} changes/s, RSS peak {worker['baseline_rss_mb']} MB |",
+            f"| worker / naive | {worker['ratio_to_baseline']}× |",
+        ]
+    if results.get("not_measured"):
+        lines += [
+            "",
+            "Not measured by this version of the suite: " + ", ".join(results["not_measured"]) + ".",
+        ]
+    lines += ["", "![drain](drain.png)", ""]
+    return "\n".join(lines)

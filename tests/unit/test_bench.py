@@ -1,0 +1,56 @@
+"""The benchmark's pure parts: the workload is the promised mix, and the report renders every figure."""
+
+from __future__ import annotations
+
+import collections
+
+import orjson
+
+from slotguard.bench.core_bench import core_rate, orjson_rate
+from slotguard.bench.run import report
+from slotguard.bench.workload import changes
+from slotguard.settings import default_settings
+from slotguard.wiring import core_config
+
+
+def test_the_workload_is_the_promised_mix_of_about_1_kb_envelopes() -> None:
+    batch = list(changes(5000))
+    kinds = collections.Counter(c.kind for c in batch)
+    assert 0.37 < kinds["create"] / 5000 < 0.43
+    assert kinds["reschedule"]
+    assert kinds["cancel"]
+    assert kinds["noise"]
+    assert kinds["soft_delete"]
+    assert kinds["delete"]
+    sizes = sorted(len(c.value) for c in batch)
+    assert 700 < sizes[len(sizes) // 2] < 1800
+    assert list(changes(50)) == list(changes(50))  # seeded
+
+
+def test_the_core_and_orjson_rates_are_measured_on_tiny_inputs() -> None:
+    values = [c.value for c in changes(200)]
+    assert core_rate(values, core_config(default_settings()), rounds=1) > 0
+    assert orjson_rate(values, rounds=1) > 0
+
+
+def test_the_report_names_the_machine_and_every_figure() -> None:
+    results = {
+        "machine": {"cores": 2, "memory_mb": 24000, "cpu": "cpu", "python": "3.11"},
+        "commit": "abc",
+        "quick": True,
+        "started": "now",
+        "core": {"events_per_s": 1, "orjson_loads_per_s": 2, "us_per_change": 3.0, "ratio_to_orjson": 2.0},
+        "worker": {
+            "events_per_s": 10,
+            "baseline_events_per_s": 1,
+            "ratio_to_baseline": 10.0,
+            "rss_mb": 90.0,
+            "baseline_rss_mb": 80.0,
+            "changes": 5,
+            "baseline_changes": 5,
+        },
+        "not_measured": ["e2e latency"],
+    }
+    text = report(orjson.loads(orjson.dumps(results)))
+    for needle in ("2 cores", "`abc`", "changes/s", "10.0×", "Not measured", "drain.png"):
+        assert needle in text
