@@ -140,7 +140,7 @@ def test_a_postgres_restarted_by_pg_ctl_is_still_the_stacks_and_keeps_its_port()
                 "-w",
                 "-l",
                 str(postgres.data_dir / "pg_ctl.log"),
-            ],  # fmt: skip
+            ],
             "pg_ctl restart",
         )
         after = postgres.postmaster_pid()
