@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     redis_ca_file: Path | None = Field(
         default=None, description="PEM CA bundle for a rediss:// (TLS) Redis URL."
     )
+    source_stall_after: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds without a Debezium heartbeat after which the worker's /healthz reports the source "
+        "as stalled (needs SLOTGUARD_HEARTBEAT_INTERVAL_MS > 0).",
+    )
     publish_retry_max_backoff: float = Field(
         default=5.0,
         gt=0,

@@ -7,6 +7,7 @@ attributes their ``ConnectorSettings``/``RelaySettings`` protocols name.
 
 from __future__ import annotations
 
+from connectors.config import heartbeat_topic
 from processor.core.config import CoreConfig
 from processor.worker.config import WorkerConfig
 from schemas.connections import KafkaConnection
@@ -74,4 +75,6 @@ def worker_config(settings: Settings) -> WorkerConfig:
         web_host=settings.web_host,
         web_port=settings.web_port,
         data_dir=settings.data_dir,
+        heartbeat_topic=heartbeat_topic(settings) if settings.heartbeat_interval_ms > 0 else None,
+        source_stall_after=settings.source_stall_after,
     )

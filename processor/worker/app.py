@@ -30,6 +30,7 @@ from processor.worker.policy import Backoff, FailurePolicy
 from processor.worker.publisher import KafkaPublisher, declare_topics
 from processor.worker.resolution import LayeredResolver, PostgresLookup
 from processor.worker.services_feed import ServicesFeed
+from processor.worker.source_watch import SourceWatch
 from schemas.redact import redact_url
 
 log = logging.getLogger("slotguard.worker")
@@ -142,8 +143,18 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         config, metrics, resolver, invalidator, publisher, feed, policy, handler, consumer
     )
 
+    watch = (
+        SourceWatch(kafka=config.kafka, topic=config.heartbeat_topic, stall_after=config.source_stall_after)
+        if config.heartbeat_topic
+        else None
+    )
+
     async def follow_services() -> None:
         await feed.run()
+
+    async def watch_source() -> None:
+        if watch is not None:
+            await watch.run()
 
     async def consume_appointments() -> None:
         # Services first, so the first appointments are not all resolved through Postgres.
@@ -164,6 +175,8 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
     async def healthz_view(web: Any, request: Any) -> Any:
         redis_ok = await invalidator.ping()
         failing = policy.unhealthy()
+        if watch is not None and watch.stalled():
+            failing.append("source")
         ok = consumer.running and redis_ok and not failing and not app.crashed
         body = {
             "status": "ok" if ok else "unavailable",
@@ -177,6 +190,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         return web.bytes(orjson.dumps(body), content_type="application/json", status=200 if ok else 503)
 
     app.task(follow_services)
+    app.task(watch_source)
     app.task(consume_appointments)
     app.page("/metrics")(metrics_view)
     app.page("/healthz")(healthz_view)

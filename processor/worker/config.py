@@ -41,3 +41,7 @@ class WorkerConfig:
     data_dir: Path = Path(".slotguard")
     #: Seconds a dependency may keep failing before /healthz answers 503.
     unhealthy_after: float = 30.0
+    #: Debezium's heartbeat topic; ``None``: not watched (heartbeats off).
+    heartbeat_topic: str | None = None
+    #: Seconds without a heartbeat after which /healthz reports the source as stalled.
+    source_stall_after: float = 60.0

@@ -348,6 +348,8 @@ def worker_settings(stack: Any, topics: Topics, key_prefix: str, **overrides: An
         "database_url": None,
         "log_level": "INFO",
         "batch_timeout": 0.05,
+        # No relay in these tests, so no Debezium heartbeats: the source watch stays off.
+        "heartbeat_interval_ms": 0,
     }
     values.update(overrides)
     settings: Settings = stack.settings(**values)

@@ -112,3 +112,19 @@ def test_a_dependency_failing_longer_than_the_limit_is_reported_unhealthy_until_
 
     asyncio.run(policy.retry("redis", attempt))
     assert policy.unhealthy() == []
+
+
+def test_the_source_is_stalled_after_a_quiet_spell_and_fine_again_on_the_next_heartbeat() -> None:
+    from processor.worker.source_watch import SourceWatch
+    from schemas.connections import KafkaConnection
+
+    now = [0.0]
+    watch = SourceWatch(kafka=KafkaConnection(), topic="hb", stall_after=60.0, clock=lambda: now[0])
+    now[0] = 59.0
+    assert not watch.stalled()  # counted from start until the first heartbeat
+    now[0] = 61.0
+    assert watch.stalled()
+    watch.seen()
+    assert not watch.stalled()
+    now[0] = 122.0
+    assert watch.stalled()

@@ -1,0 +1,149 @@
+"""The worker against a Redis that demands an ACL user's password over TLS (a throw-away CA made in the
+test), and no secret in anything the worker or the operator commands write."""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import trustme
+from pydantic import SecretStr
+
+from slotguard.cli import main
+from slotguard.dev.parts import free_port
+from slotguard.settings import settings_to_env
+from tests.integration.worker_harness import (
+    BASE,
+    Topics,
+    WorkerProcess,
+    change,
+    make_topics,
+    new_topics,
+    produce,
+    row,
+    service_change,
+    wait_keys_gone,
+    window_keys,
+    worker_settings,
+)
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+REDIS_PASSWORD = "hunter2-redis-Secret"
+PG_PASSWORD = "pg-Secret-4711"
+KAFKA_PASSWORD = "kafka-Secret-0815"
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path, redis.Redis]]:
+    """redis-server with TLS only (no plain port), an ACL user ``slotguard``, the default user disabled."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    port = free_port()
+    log = (tmp_path / "redis.log").open("ab")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca_file),
+         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+         "--user", "default", "off", "--user", "slotguard", "on", f">{REDIS_PASSWORD}", "~*", "+@all"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    client = redis.Redis(
+        host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca_file), username="slotguard",
+        password=REDIS_PASSWORD, decode_responses=True,
+    )  # fmt: skip
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"redis-server exited: {(tmp_path / 'redis.log').read_text()[-2000:]}")
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    wait_until(answers, timeout=20, what="redis-server with TLS (a build without TLS cannot run this test)")
+    try:
+        yield port, ca_file, client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def topics(dev_stack: Any, unique_name: Callable[[str], str]) -> Topics:
+    t = new_topics(unique_name)
+    make_topics(dev_stack.kafka_bootstrap, {t.services: 1, t.events: 1, t.dlq: 1, t.appointments: 1})
+    produce(dev_stack.kafka_bootstrap, t.services, [(b"7", service_change(7, 15, 123), None)])
+    return t
+
+
+def test_the_worker_invalidates_through_tls_with_an_acl_user_and_no_secret_leaks(
+    dev_stack: Any,
+    topics: Topics,
+    tls_redis: tuple[int, Path, redis.Redis],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port, ca_file, client = tls_redis
+    database = dev_stack.database_url.replace(
+        "postgresql://postgres@", f"postgresql://postgres:{PG_PASSWORD}@"
+    )
+    assert PG_PASSWORD in database
+    settings = worker_settings(
+        dev_stack,
+        topics,
+        "",
+        redis_url=SecretStr(f"rediss://slotguard:{REDIS_PASSWORD}@127.0.0.1:{port}/0"),
+        redis_ca_file=ca_file,
+        database_url=SecretStr(database),
+        kafka_password=SecretStr(KAFKA_PASSWORD),  # unused by PLAINTEXT, but must never be shown either
+        kafka_username="slotguard",
+        log_level="DEBUG",
+    )
+    keys = window_keys("", 15, 1, 123, BASE + timedelta(hours=3))
+    for key in keys:
+        client.set(key, "cached")
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    try:
+        produce(
+            dev_stack.kafka_bootstrap,
+            topics.appointments,
+            [(b"1", change("c", None, row(1, starts=BASE + timedelta(hours=3))), None)],
+        )
+        wait_keys_gone(client, keys, worker)
+        health = worker.healthz()
+        assert health is not None
+        assert health[0] == 200
+        with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        healthz = str(health[1])
+    finally:
+        worker.stop()
+    for key, value in settings_to_env(settings).items():
+        monkeypatch.setenv(key, value)
+    main(["doctor"])
+    main(["connector", "render"])
+    main(["connector", "render", "--format", "strimzi"])
+    operator_output = capsys.readouterr()
+    written = {
+        "worker log": (tmp_path / "worker.log").read_text(encoding="utf-8", errors="replace"),
+        "/metrics": metrics,
+        "/healthz": healthz,
+        "doctor and connector render": operator_output.out + operator_output.err,
+    }
+    assert "✓ redis reachable" in written["doctor and connector render"]
+    for where, text in written.items():
+        for secret in (REDIS_PASSWORD, PG_PASSWORD, KAFKA_PASSWORD):
+            assert secret not in text, f"{where} shows a password"
