@@ -36,8 +36,11 @@ class RedisPart(Part):
             str(redis_server_binary()),
             "--port", str(port),
             "--bind", "127.0.0.1",
+            # An append-only file, as a production cache usually has: a restarted Redis keeps its keys,
+            # so an outage cannot pass for an invalidation (the fault suite relies on it).
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
             "--daemonize", "no",
             "--dir", str(data),
         ]  # fmt: skip
