@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jpype
@@ -36,8 +36,18 @@ DELIVERY_TIMEOUT_MS = 120_000
 class KafkaSink:
     """Sends the engine's records to Kafka and returns only once the broker acknowledged all of them."""
 
-    def __init__(self, bootstrap: str, *, enable_idempotence: bool, client_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        enable_idempotence: bool,
+        client_id: str,
+        security: Mapping[str, str] | None = None,
+    ) -> None:
+        """``security``: the Java clients' ``security.protocol`` / ``ssl.*`` / ``sasl.*`` properties
+        (:meth:`schemas.connections.KafkaConnection.java_properties`), for producer and admin alike."""
         self._bootstrap = bootstrap
+        security = {k: v for k, v in (security or {}).items() if k != "bootstrap.servers"}
         properties = jpype.JClass("java.util.Properties")
         serializer = "org.apache.kafka.common.serialization.ByteArraySerializer"
         producer_props = properties()
@@ -52,11 +62,12 @@ class KafkaSink:
             "delivery.timeout.ms": str(DELIVERY_TIMEOUT_MS),
             "key.serializer": serializer,
             "value.serializer": serializer,
+            **security,
         }.items():
             producer_props.setProperty(key, value)
         admin_props = properties()
-        admin_props.setProperty("bootstrap.servers", bootstrap)
-        admin_props.setProperty("client.id", f"{client_id}-admin")
+        for key, value in {"bootstrap.servers": bootstrap, "client.id": f"{client_id}-admin", **security}.items():
+            admin_props.setProperty(key, value)
         try:
             self._producer: Any = jpype.JClass("org.apache.kafka.clients.producer.KafkaProducer")(
                 producer_props

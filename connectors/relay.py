@@ -36,6 +36,7 @@ from connectors.config import (
 from connectors.errors import RelayDeliveryError, RelayStartError, RelayStoppedError
 from connectors.jvm import java_error_message, start_jvm
 from connectors.kafka import KafkaSink
+from schemas.connections import KafkaConnection
 from schemas.errors import SlotguardError
 from schemas.redact import redact_url
 
@@ -185,8 +186,12 @@ def _build_engine(properties: dict[str, str], handler: _ForwardingHandler, outco
 class Relay:
     """Start with :meth:`start`, run with :meth:`supervise` until :meth:`request_stop`, end with :meth:`close`."""
 
-    def __init__(self, settings: RelaySettings, *, java_log_level: str = "WARN") -> None:
+    def __init__(
+        self, settings: RelaySettings, *, java_log_level: str = "WARN", kafka: KafkaConnection | None = None
+    ) -> None:
         self._settings = settings
+        # How to reach Kafka securely; checked here so a bad TLS/SASL setting fails before the JVM starts.
+        self._kafka_security = kafka.java_properties() if kafka is not None else {}
         self._target = parse_database_url(settings.database_url)  # a bad DSN fails before the JVM starts
         self._java_log_level = java_log_level
         self.stats = RelayStats()
@@ -217,6 +222,7 @@ class Relay:
             s.kafka_bootstrap,
             enable_idempotence=s.kafka_enable_idempotence,
             client_id=f"slotguard-relay-{s.slot_name}",
+            security=self._kafka_security,
         )
         self._sink.ensure_topics(change_topics(s))
         self._handler = _ForwardingHandler(self._sink, self.stats, self._wake)

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from slotguard.logs import configure_logging
 
     configure_logging(settings.log_level, json=settings.log_json)
-    relay = Relay(settings, java_log_level=args.java_log_level)
+    from slotguard.wiring import kafka_connection
+
+    relay = Relay(settings, java_log_level=args.java_log_level, kafka=kafka_connection(settings))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)

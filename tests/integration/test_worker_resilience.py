@@ -229,3 +229,50 @@ def _report_latency(worker: WorkerProcess) -> None:
         f"\ncommit->delete latency (worker {worker.proc.pid}, n={total:.0f}): mean={mean * 1000:.1f} ms, "
         f"median<={quantile(0.5) * 1000:.0f} ms, p99<={quantile(0.99) * 1000:.0f} ms"
     )
+
+
+def test_a_rebalance_while_a_batch_retries_against_a_dead_redis_does_not_stall_the_group(
+    dev_stack: Any,
+    topics: Topics,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    """Worker A holds both partitions and retries forever against its dead Redis; worker B joins: the group
+    rebalances anyway (A does not wait for its stuck batch), and B redoes what A never committed."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 2})
+    dead = PrivateRedis(tmp_path / "dead-redis")  # never started: every UNLINK of A fails
+    stuck = _start(
+        workers,
+        worker_settings(dev_stack, topics, key_prefix, redis_url=dead.url, redis_retry_max_backoff=0.5),
+        tmp_path,
+    )
+    wait_until(
+        lambda: stuck.alive_or_fail() and stuck.metric("slotguard_assigned_partitions") == 2,
+        timeout=120,
+        what=lambda: f"worker A to own both partitions; log:\n{stuck.log_tail()}",
+    )
+    by_partition = {p: _keys(key_prefix, range(p, 20, 2)) for p in (0, 1)}
+    for keys in by_partition.values():
+        for key in keys:
+            redis_client.set(key, "cached")
+    produce(dev_stack.kafka_bootstrap, topics.appointments, [(*_booking(i)[:2], i % 2) for i in range(20)])
+    wait_until(
+        lambda: stuck.alive_or_fail() and stuck.metric("slotguard_redis_retries_total") >= 3,
+        timeout=60,
+        what=lambda: f"worker A to be retrying; log:\n{stuck.log_tail()}",
+    )
+    helper = _start(workers, worker_settings(dev_stack, topics, key_prefix), tmp_path)
+    wait_until(
+        lambda: helper.alive_or_fail() and helper.metric("slotguard_assigned_partitions") >= 1,
+        timeout=90,
+        what=lambda: (
+            f"the rebalance to give worker B a partition; A:\n{stuck.log_tail()}\nB:\n{helper.log_tail()}"
+        ),
+    )
+    wait_until(
+        lambda: any(not still_there(redis_client, keys) for keys in by_partition.values()),
+        timeout=90,
+        what=lambda: f"worker B to redo its partition's changes; B:\n{helper.log_tail()}",
+    )
