@@ -66,7 +66,11 @@ class KafkaSink:
         }.items():
             producer_props.setProperty(key, value)
         admin_props = properties()
-        for key, value in {"bootstrap.servers": bootstrap, "client.id": f"{client_id}-admin", **security}.items():
+        for key, value in {
+            "bootstrap.servers": bootstrap,
+            "client.id": f"{client_id}-admin",
+            **security,
+        }.items():
             admin_props.setProperty(key, value)
         try:
             self._producer: Any = jpype.JClass("org.apache.kafka.clients.producer.KafkaProducer")(

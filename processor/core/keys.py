@@ -27,7 +27,9 @@ TENANT_FIELDS: Final = ("company", "branch", "event_type")
 TIME_FIELDS: Final = ("start", "end")
 DEFAULT_TIME_SPEC: Final = "%Y-%m-%d-%H"
 _GLOB_AND_ESCAPE: Final = "*?[]\\"
-_INTEGER: Final = re.compile(r"-?[0-9]+")
+#: The default tenant id: an integer that fits a 64-bit column (at most 19 digits) -- so a 10^30 "id" is
+#: refused, not turned into a key.
+_INTEGER: Final = re.compile(r"-?[0-9]{1,19}")
 _CACHE_LIMIT: Final = 1 << 16
 #: Rendered windows kept, and the longest one kept (in buckets): at most ~10 MB of keys, typically ~1 MB.
 _KEY_CACHE_LIMIT: Final = 1 << 12
@@ -185,7 +187,9 @@ class TenantGuard:
                     f"{field} {value[:40]!r} contains {char!r}, which is not allowed in a cache key"
                 )
         if self._pattern.fullmatch(value) is None:
-            wanted = "an integer" if self._pattern is _INTEGER else f"a match of {self._pattern.pattern!r}"
+            wanted = (
+                "a 64-bit integer" if self._pattern is _INTEGER else f"a match of {self._pattern.pattern!r}"
+            )
             raise UnsafeKeyPart(f"{field} {value[:40]!r} is not {wanted} (SLOTGUARD_TENANT_ID_PATTERN)")
         if len(self._ok) >= _CACHE_LIMIT:
             self._ok.clear()

@@ -164,6 +164,48 @@ def test_bad_records_go_to_the_dlq_with_reasons_and_the_rest_is_processed(
     assert worker.stop() == 0, f"SIGTERM did not stop the worker cleanly; log:\n{worker.log_tail()}"
 
 
+def test_a_flood_of_hostile_records_is_dead_lettered_and_valid_changes_between_them_invalidated(
+    dev_stack: Any,
+    topics: Topics,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """1,000 hostile records (garbage, overlong and glob tenant ids, wrong types) around 20 valid bookings:
+    every hostile one in the DLQ with a reason, every valid one invalidated, no other key touched, the
+    worker alive. (The benchmark suite runs the 10,000-record flood.)"""
+    hostile = [
+        b"\x00garbage",
+        b"[]",
+        b'{"op": "c", "after": {"id": "x", "company_id": {"nested": 1}}}',
+        change("c", None, row(9, starts=BASE, company="1" * 2000)),
+        change("c", None, row(9, starts=BASE, company="10" + "0" * 30)),
+        change("c", None, row(9, starts=BASE, company="15*")),
+        change("c", None, row(9, starts=BASE, branch="1 OR 1")),
+        change("c", None, {**row(9, starts=BASE), "starts_at": "not a time"}),
+    ]
+    valid = {i: window_keys(key_prefix, 15, 1, 123, BASE + timedelta(days=i)) for i in range(20)}
+    bystanders = window_keys(key_prefix, 16, 1, 123, BASE) + window_keys(key_prefix, 15, 2, 123, BASE)
+    for key in [k for keys in valid.values() for k in keys] + bystanders:
+        redis_client.set(key, "cached")
+    records: list[tuple[bytes | None, bytes | None, int | None]] = []
+    for i in range(1000):
+        records.append((b"h", hostile[i % len(hostile)], None))
+        if i % 50 == 0:
+            n = i // 50
+            records.append(
+                (str(n).encode(), change("c", None, row(100 + n, starts=BASE + timedelta(days=n))), None)
+            )
+    produce(dev_stack.kafka_bootstrap, topics.appointments, records)
+    worker = start_worker(worker_settings(dev_stack, topics, key_prefix))
+    wait_keys_gone(redis_client, [k for keys in valid.values() for k in keys], worker)
+    dead = read_topic(dev_stack.kafka_bootstrap, topics.dlq, at_least=1000, timeout=120)
+    assert len(dead) == 1000
+    assert all(dict(r.headers).get("slotguard.error") for r in dead), "a dead letter without a reason"
+    assert still_there(redis_client, bystanders) == bystanders
+    assert worker.alive_or_fail()
+
+
 def test_missing_event_type_widens_to_the_company_from_the_services_topic(
     dev_stack: Any,
     topics: Topics,

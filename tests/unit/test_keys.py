@@ -129,3 +129,11 @@ def test_an_overlong_tenant_id_is_an_unsafe_key_part_naming_the_limit(value: str
     with pytest.raises(UnsafeKeyPart, match="SLOTGUARD_MAX_TENANT_ID_LENGTH"):
         guard.check("company_id", value)
     assert guard.check("company_id", "1" * 16) == "1" * 16
+
+
+def test_the_default_integer_ids_must_fit_a_64_bit_column() -> None:
+    """10^30 is digits, but no bigint column holds it: refused with the default pattern."""
+    guard = TenantGuard(None, "_")
+    assert guard.check("company_id", "9" * 19) == "9" * 19
+    with pytest.raises(UnsafeKeyPart, match="64-bit integer"):
+        guard.check("company_id", "1" + "0" * 30)
