@@ -219,6 +219,8 @@ class PipelineDeployment:
     stack: DevStackHandle
     workdir: Path
     started: list[str] = field(default_factory=list)
+    #: settings the test wants on top of the deployment's own
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> Pipeline:
         name = unique("e2e")
@@ -237,6 +239,7 @@ class PipelineDeployment:
             redis_key_prefix=f"{name}:",
             heartbeat_interval_ms=1000,
             log_level="INFO",
+            **self.overrides,
         )
         paths = StackPaths.at(self.workdir)
         paths.ensure()
