@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     redis_ca_file: Path | None = Field(
         default=None, description="PEM CA bundle for a rediss:// (TLS) Redis URL."
     )
+    redo_window: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds of history the worker handles again on every partition assignment (0 = off): a "
+        "safety net behind the commit rules, e.g. the cache TTL plus a margin (360).",
+    )
     source_stall_after: float = Field(
         default=60.0,
         gt=0,

@@ -138,6 +138,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         rebalance_timeout=config.rebalance_timeout,
         fetch_max_wait_ms=config.fetch_max_wait_ms,
         client_id=f"{config.consumer_group}-worker",
+        redo_window=config.redo_window,
     )
     app.slotguard = WorkerParts(
         config, metrics, resolver, invalidator, publisher, feed, policy, handler, consumer

@@ -41,6 +41,9 @@ class WorkerConfig:
     data_dir: Path = Path(".slotguard")
     #: Seconds a dependency may keep failing before /healthz answers 503.
     unhealthy_after: float = 30.0
+    #: Seconds of history redone on every partition assignment (0: off); the safety net behind the
+    #: commit rules, e.g. cache TTL + a margin.
+    redo_window: float = 0.0
     #: Debezium's heartbeat topic; ``None``: not watched (heartbeats off).
     heartbeat_topic: str | None = None
     #: Seconds without a heartbeat after which /healthz reports the source as stalled.

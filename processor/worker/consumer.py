@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -64,6 +65,7 @@ class AppointmentsConsumer:
         rebalance_timeout: float = 60.0,
         fetch_max_wait_ms: int = 500,
         client_id: str = "slotguard-worker",
+        redo_window: float = 0.0,
     ) -> None:
         self._kafka = kafka
         self._group = group
@@ -76,6 +78,8 @@ class AppointmentsConsumer:
         self._rebalance_timeout_ms = int(rebalance_timeout * 1000)
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._client_id = client_id
+        #: Seconds of history redone on every assignment (0: off) -- see :meth:`redo_recent`.
+        self._redo_window = redo_window
         self._consumer: AIOKafkaConsumer | None = None
         #: Next offset to read per partition, for everything handled (committed or not yet).
         self._done: dict[TopicPartition, int] = {}
@@ -167,6 +171,32 @@ class AppointmentsConsumer:
             self._done.pop(tp, None)
             self.committed.pop(tp, None)
 
+    async def redo_recent(self, assigned: set[TopicPartition]) -> int:
+        """The safety net: start each assigned partition at min(committed, the first offset of the last
+        ``redo_window`` seconds). An invalidation older than the cache TTL cannot matter any more, so a
+        window of TTL + margin makes any commit bug harmless, at the cost of redoing that much history on
+        every assignment; the number of changes redone is returned (and counted in a metric)."""
+        consumer = self._consumer
+        if consumer is None or self._redo_window <= 0 or not assigned:
+            return 0
+        since_ms = int((time.time() - self._redo_window) * 1000)
+        found = await consumer.offsets_for_times({tp: since_ms for tp in assigned})
+        redone = 0
+        for tp in assigned:
+            start = found.get(tp)
+            committed = await consumer.committed(tp)
+            if start is None or committed is None or start.offset >= committed:
+                continue
+            consumer.seek(tp, start.offset)
+            redone += committed - start.offset
+        if redone:
+            self._metrics.redone.inc(redone)
+            log.info(
+                "redoing recent changes on assignment",
+                extra={"changes": redone, "window_s": self._redo_window},
+            )
+        return redone
+
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         count = sum(1 for tp in assigned if tp.topic == self._topic)
         self._metrics.assigned_partitions.set(count)
@@ -183,3 +213,4 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._owner.on_assigned(set(assigned))
+        await self._owner.redo_recent(set(assigned))

@@ -72,6 +72,11 @@ class WorkerMetrics:
             "Postgres event-type lookups that failed (the change was derived without them).",
             registry=r,
         )
+        self.redone = Counter(
+            "slotguard_redone_changes",
+            "Changes handled again on partition assignment by the redo window (SLOTGUARD_REDO_WINDOW).",
+            registry=r,
+        )
         self.commits = Counter(
             "slotguard_commits", "Offset commits of the appointments consumer.", registry=r
         )

@@ -276,3 +276,33 @@ def test_a_rebalance_while_a_batch_retries_against_a_dead_redis_does_not_stall_t
         timeout=90,
         what=lambda: f"worker B to redo its partition's changes; B:\n{helper.log_tail()}",
     )
+
+
+def test_the_redo_window_handles_recent_changes_again_on_assignment(
+    dev_stack: Any,
+    topics: Topics,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    """The safety net: with SLOTGUARD_REDO_WINDOW a restarted worker redoes the last window's committed changes
+    (keys cached again meanwhile vanish again), and counts what it redid -- the net's cost."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
+    keys = _keys(key_prefix, range(10))
+    for key in keys:
+        redis_client.set(key, "cached")
+    first = _start(workers, worker_settings(dev_stack, topics, key_prefix), tmp_path)
+    produce(dev_stack.kafka_bootstrap, topics.appointments, [_booking(i) for i in range(10)])
+    wait_keys_gone(redis_client, keys, first)
+    wait_until(
+        lambda: committed_offsets(dev_stack.kafka_bootstrap, topics.group, topics.appointments).get(0) == 10,
+        timeout=60,
+        what="offset 10 committed",
+    )
+    assert first.stop() == 0
+    for key in keys:
+        redis_client.set(key, "cached again")  # e.g. a stale fill the first run could not have prevented
+    second = _start(workers, worker_settings(dev_stack, topics, key_prefix, redo_window=600.0), tmp_path)
+    wait_keys_gone(redis_client, keys, second)
+    assert second.metric("slotguard_redone_changes_total") == 10
