@@ -76,6 +76,7 @@ def drain(
     peak = 0.0
     progress: list[tuple[float, int]] = []
     start: float | None = None
+    last_idle: float | None = None
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -90,17 +91,17 @@ def drain(
             now = time.monotonic()
             with contextlib.suppress(psutil.Error):
                 peak = max(peak, watched.memory_info().rss / 2**20)
-            if done and start is None:
-                start = now
-                first = done
+            if not done:
+                last_idle = now  # nothing committed yet: start-up, group join
+            elif start is None:
+                # The clock starts at the last sample without a commit: at most one sample of start-up counts.
+                start = last_idle if last_idle is not None else now
+                progress.append((0.0, 0))
             if start is not None:
                 progress.append((now - start, done))
                 if done >= total:
-                    seconds = now - start
-                    # The first sample already had `first` records committed: count from there.
-                    return DrainResult(
-                        total, seconds, (total - first) / seconds if seconds else 0.0, peak, progress
-                    )
+                    seconds = max(now - start, SAMPLE_S)
+                    return DrainResult(total, seconds, total / seconds, peak, progress)
             time.sleep(SAMPLE_S)
     finally:
         proc.terminate()
