@@ -453,6 +453,8 @@ async def _redis(settings: Settings, sample: int) -> list[Check]:
                     f"{len(found)}{'+' if scanned >= sample else ''} key(s) match {pattern!r}, e.g. {found[0]!r}",
                 )
             )
+        elif await client.dbsize() == 0:
+            checks.append(Check("cache keys", "ok", "the cache is empty: nothing to sample yet"))
         else:
             checks.append(
                 Check(

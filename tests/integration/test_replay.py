@@ -4,7 +4,7 @@ replay while a worker runs is refused without changing anything."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import redis
 
 from slotguard.cli import main
 from slotguard.operate.replay import active_members
-from slotguard.settings import Settings, settings_to_env
+from slotguard.settings import Settings
 from tests.integration.worker_harness import (
     BASE,
     Topics,
@@ -22,11 +22,9 @@ from tests.integration.worker_harness import (
     change,
     committed_offsets,
     make_topics,
-    new_topics,
     produce,
     read_topic,
     row,
-    service_change,
     still_there,
     wait_keys_gone,
     window_keys,
@@ -35,31 +33,6 @@ from tests.integration.worker_harness import (
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def topics(dev_stack: Any, unique_name: Callable[[str], str]) -> Topics:
-    t = new_topics(unique_name)
-    make_topics(dev_stack.kafka_bootstrap, {t.services: 1, t.events: 1, t.dlq: 1, t.appointments: 1})
-    produce(dev_stack.kafka_bootstrap, t.services, [(b"7", service_change(7, 15, 123), None)])
-    return t
-
-
-@pytest.fixture
-def env_of(monkeypatch: pytest.MonkeyPatch) -> Callable[[Settings], None]:
-    def use(settings: Settings) -> None:
-        for key, value in settings_to_env(settings).items():
-            monkeypatch.setenv(key, value)
-
-    return use
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def _booking(i: int) -> tuple[bytes, bytes, int | None]:
@@ -80,6 +53,7 @@ def test_replay_to_a_datetime_redoes_exactly_the_changes_after_it(
     env_of: Callable[[Settings], None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
     settings = worker_settings(dev_stack, topics, key_prefix)
     env_of(settings)
     kafka_options = {"bootstrap_servers": dev_stack.kafka_bootstrap}
@@ -140,6 +114,7 @@ def test_replay_without_yes_and_without_a_terminal_refuses(
     env_of: Callable[[Settings], None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
     env_of(worker_settings(dev_stack, topics, key_prefix))
     assert main(["replay", "--to-earliest"]) == 2
     assert "pass --yes" in capsys.readouterr().err
@@ -158,6 +133,7 @@ def test_replay_from_the_dlq_refeeds_dead_letters_once_marked(
     """Dead letters are re-fed into the appointments topic: one whose cause is gone invalidates, one that still
     fails goes back to the DLQ once (marked), and a second replay re-feeds nothing: the replay remembers
     how far it got, and a marked letter is never re-fed."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
     settings = worker_settings(dev_stack, topics, key_prefix)
     env_of(settings)
     worker = WorkerProcess(settings, tmp_path / "w.log")

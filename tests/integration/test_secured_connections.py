@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,8 @@ from tests.integration.worker_harness import (
     WorkerProcess,
     change,
     make_topics,
-    new_topics,
     produce,
     row,
-    service_change,
     wait_keys_gone,
     window_keys,
     worker_settings,
@@ -80,14 +78,6 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path, redis.Redis]]:
         proc.wait(timeout=30)
 
 
-@pytest.fixture
-def topics(dev_stack: Any, unique_name: Callable[[str], str]) -> Topics:
-    t = new_topics(unique_name)
-    make_topics(dev_stack.kafka_bootstrap, {t.services: 1, t.events: 1, t.dlq: 1, t.appointments: 1})
-    produce(dev_stack.kafka_bootstrap, t.services, [(b"7", service_change(7, 15, 123), None)])
-    return t
-
-
 def test_the_worker_invalidates_through_tls_with_an_acl_user_and_no_secret_leaks(
     dev_stack: Any,
     topics: Topics,
@@ -97,6 +87,7 @@ def test_the_worker_invalidates_through_tls_with_an_acl_user_and_no_secret_leaks
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     port, ca_file, client = tls_redis
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
     database = dev_stack.database_url.replace(
         "postgresql://postgres@", f"postgresql://postgres:{PG_PASSWORD}@"
     )

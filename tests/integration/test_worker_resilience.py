@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,8 @@ from tests.integration.worker_harness import (
     change,
     committed_offsets,
     make_topics,
-    new_topics,
     produce,
     row,
-    service_change,
     still_there,
     wait_keys_gone,
     window_keys,
@@ -30,22 +27,6 @@ from tests.integration.worker_harness import (
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def topics(dev_stack: Any, unique_name: Callable[[str], str]) -> Topics:
-    t = new_topics(unique_name)
-    make_topics(dev_stack.kafka_bootstrap, {t.services: 1, t.events: 1, t.dlq: 1})
-    produce(dev_stack.kafka_bootstrap, t.services, [(b"7", service_change(7, 15, 123), None)])
-    return t
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def _start(started: list[WorkerProcess], settings: Any, tmp_path: Path) -> WorkerProcess:
