@@ -2,7 +2,7 @@
 
 Each event carries the appointment, its tenant (company, branch), service and Cal.com event type, the
 window(s) it occupied or occupies, and the Debezium source position it came from. ``event_id`` is
-deterministic (see :func:`processor.core.pipeline`): the same change always yields the same id, so
+deterministic (see :func:`processor.core.derive.event_id`): the same change always yields the same id, so
 consumers of ``slotguard.appointment-events`` can deduplicate redeliveries.
 
 The JSON Schemas in ``schemas/json/`` are generated from these models (``python -m schemas.jsonschema``).

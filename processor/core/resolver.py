@@ -1,9 +1,9 @@
 """Event-type resolution: which Cal.com event type an appointment's service maps to.
 
-The core only needs two synchronous lookups (:class:`EventTypeResolver`); the worker backs them with a
-Faust table fed by the ``services`` CDC topic plus a Postgres fallback it pre-fetches asynchronously, so
-the core itself never does I/O. :class:`InMemoryResolver` is the plain implementation used by
-``slotguard explain``, the tests and as the worker's local view.
+The core only needs two synchronous lookups (:class:`EventTypeResolver`). The worker backs them with the
+services feed (the ``services`` CDC topic read whole) plus cached Postgres answers it fetches before deriving
+a batch (``processor.worker.resolution``), so the core itself never does I/O. :class:`InMemoryResolver` is
+the plain implementation used by ``slotguard explain``, the tests and as the worker's local view.
 """
 
 from __future__ import annotations

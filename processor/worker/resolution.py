@@ -121,7 +121,7 @@ class PostgresLookup:
 
 
 class LayeredResolver:
-    """The core's synchronous resolver: the services feed, then cached Postgres answers; records misses."""
+    """The core's synchronous resolver: the services feed, then cached Postgres answers (fetched by :func:`prefetch`)."""
 
     def __init__(
         self,

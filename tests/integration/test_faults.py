@@ -259,6 +259,10 @@ def test_no_invalidation_is_lost_under_kills_and_outages(
 
     def kill_worker_and_dev_up() -> None:
         _kill9(stack_dir, "worker")
+        # The operator's view: `dev status` shows the killed worker as stopped; `dev up` brings it back.
+        status = _dev(stack_dir, "status").stdout
+        worker_line = next(line for line in status.splitlines() if "worker" in line)
+        assert "stopped" in worker_line, f"[seed {SEED}] dev status after kill -9: {worker_line}"
         _dev(stack_dir, "up")
 
     with connect() as conn:
