@@ -287,3 +287,59 @@ def test_the_redo_window_handles_recent_changes_again_on_assignment(
     second = _start(workers, worker_settings(dev_stack, topics, key_prefix, redo_window=600.0), tmp_path)
     wait_keys_gone(redis_client, keys, second)
     assert second.metric("slotguard_redone_changes_total") == 10
+
+
+def test_a_dead_letter_kafka_will_not_take_holds_the_commit_and_turns_health_red(
+    dev_stack: Any,
+    topics: Topics,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    """A publish that keeps failing (here: a dead letter larger than the producer may send) is retried, never
+    skipped: the offset of its record and of every change behind it stays uncommitted, and /healthz turns
+    503 naming Kafka -- the partition is held up loudly, not silently."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
+    keys = _keys(key_prefix, range(1))
+    for key in keys:
+        redis_client.set(key, "cached")
+    _produce_large(
+        dev_stack.kafka_bootstrap,
+        topics.appointments,
+        [(b"0", _booking(0)[1]), (b"big", b"\x00" * 1_200_000), (b"2", _booking(2)[1])],
+    )
+    worker = _start(
+        workers, worker_settings(dev_stack, topics, key_prefix, publish_retry_max_backoff=0.5), tmp_path
+    )
+    wait_until(
+        lambda: worker.alive_or_fail() and worker.metric("slotguard_publish_retries_total") >= 5,
+        timeout=120,
+        what=lambda: f"the worker to retry the dead letter; log:\n{worker.log_tail()}",
+    )
+    assert committed_offsets(dev_stack.kafka_bootstrap, topics.group, topics.appointments).get(0) is None
+    wait_until(
+        lambda: (h := worker.healthz()) is not None and h[0] == 503 and "kafka" in h[1]["failing"],
+        timeout=90,
+        what=lambda: f"/healthz 503 naming kafka, now {worker.healthz()}",
+    )
+    assert committed_offsets(dev_stack.kafka_bootstrap, topics.group, topics.appointments).get(0) is None
+
+
+def _produce_large(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, max_request_size=4_000_000, enable_idempotence=False
+        )
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send_and_wait(topic, value, key=key)
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
