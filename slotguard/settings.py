@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     redis_ca_file: Path | None = Field(
         default=None, description="PEM CA bundle for a rediss:// (TLS) Redis URL."
     )
+    second_delete_after: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds after which the worker deletes every invalidated key once more (0 = off): removes a "
+        "stale fill that landed after the first delete. The schedule is a sorted set in Redis (crash-safe).",
+    )
     redo_window: float = Field(
         default=0.0,
         ge=0,

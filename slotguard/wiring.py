@@ -78,4 +78,6 @@ def worker_config(settings: Settings) -> WorkerConfig:
         heartbeat_topic=heartbeat_topic(settings) if settings.heartbeat_interval_ms > 0 else None,
         source_stall_after=settings.source_stall_after,
         redo_window=settings.redo_window,
+        second_delete_after=settings.second_delete_after,
+        redis_key_prefix=settings.redis_key_prefix,
     )

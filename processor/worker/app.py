@@ -11,6 +11,7 @@ per call, so tests (and several workers in one process) can have as many as they
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from processor.core.config import CoreConfig
 from processor.core.resolver import InMemoryResolver
 from processor.worker.config import WorkerConfig
 from processor.worker.consumer import AppointmentsConsumer
+from processor.worker.errors import RedisUnavailable
 from processor.worker.handler import BatchHandler
 from processor.worker.invalidator import RedisInvalidator
 from processor.worker.metrics import CONTENT_TYPE, WorkerMetrics
@@ -106,7 +108,11 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
     )
     resolver = LayeredResolver(InMemoryResolver(), lookup=lookup, ttl=config.resolver_cache_ttl)
     invalidator = RedisInvalidator(
-        config.redis_url.get_secret_value(), metrics=metrics, ca_file=config.redis_ca_file
+        config.redis_url.get_secret_value(),
+        metrics=metrics,
+        ca_file=config.redis_ca_file,
+        second_delete_after=config.second_delete_after,
+        schedule_key=f"{config.redis_key_prefix}slotguard:second-delete",
     )
     publisher = KafkaPublisher(
         config.kafka,
@@ -153,6 +159,19 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
     async def follow_services() -> None:
         await feed.run()
 
+    async def second_deletes() -> None:
+        if config.second_delete_after <= 0:
+            return
+        tick = min(0.25, config.second_delete_after / 4)
+        while True:
+            try:
+                found = await invalidator.second_delete_due()
+            except RedisUnavailable:
+                found = 0  # the schedule stays in Redis; the next tick tries again
+            if found:
+                metrics.second_deletes.inc(found)
+            await asyncio.sleep(tick)  # a schedule has no event to wait on: poll it
+
     async def watch_source() -> None:
         if watch is not None:
             await watch.run()
@@ -192,6 +211,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
 
     app.task(follow_services)
     app.task(watch_source)
+    app.task(second_deletes)
     app.task(consume_appointments)
     app.page("/metrics")(metrics_view)
     app.page("/healthz")(healthz_view)

@@ -44,6 +44,10 @@ class WorkerConfig:
     #: Seconds of history redone on every partition assignment (0: off); the safety net behind the
     #: commit rules, e.g. cache TTL + a margin.
     redo_window: float = 0.0
+    #: Seconds after which every unlinked key is unlinked again (0: off); closes most stale fills.
+    second_delete_after: float = 0.0
+    #: Physical Redis key prefix (the second-delete schedule lives under it, inside the cache's ACL pattern).
+    redis_key_prefix: str = ""
     #: Debezium's heartbeat topic; ``None``: not watched (heartbeats off).
     heartbeat_topic: str | None = None
     #: Seconds without a heartbeat after which /healthz reports the source as stalled.

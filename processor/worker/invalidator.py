@@ -9,7 +9,9 @@ committed behind keys that were not deleted. ``UNLINK`` is idempotent, so redoin
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -39,6 +41,16 @@ def redis_client(url: str, *, ca_file: str | None = None) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
 
 
+#: Due members of the schedule: UNLINK them and remove them, atomically; returns how many keys existed.
+_DRAIN_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #due == 0 then return 0 end
+local found = redis.call('UNLINK', unpack(due))
+redis.call('ZREM', KEYS[1], unpack(due))
+return found
+"""
+
+
 class RedisInvalidator:
     """Unlinks keys in the Redis named by a URL; wraps redis-py errors into :class:`RedisUnavailable`."""
 
@@ -49,18 +61,34 @@ class RedisInvalidator:
         metrics: WorkerMetrics,
         client: aioredis.Redis | None = None,
         ca_file: str | None = None,
+        second_delete_after: float = 0.0,
+        schedule_key: str = "slotguard:second-delete",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._url_for_humans = redact_url(url)
         self._client = client or redis_client(url, ca_file=ca_file)
         self._metrics = metrics
+        #: Seconds after which every unlinked key is unlinked once more (0: off) -- a stale fill that landed
+        #: after the first delete is gone then. The schedule is a sorted set in Redis itself (member = key,
+        #: score = when), written in the same round trip as the UNLINK, so a worker crash cannot drop it.
+        self._second_delete_after = second_delete_after
+        self.schedule_key = schedule_key
+        self._clock = clock
+        self._drain: Any = None
 
     async def unlink(self, keys: Sequence[str]) -> int:
         """One attempt: UNLINK every key in one pipeline round trip; the number of keys that existed."""
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(keys), UNLINK_CHUNK):
+                starts = range(0, len(keys), UNLINK_CHUNK)
+                for start in starts:
                     pipe.unlink(*keys[start : start + UNLINK_CHUNK])
-                results = await pipe.execute()
+                if self._second_delete_after > 0:
+                    # Same round trip: the schedule is written exactly when the first delete is.
+                    due = self._clock() + self._second_delete_after
+                    for start in starts:
+                        pipe.zadd(self.schedule_key, dict.fromkeys(keys[start : start + UNLINK_CHUNK], due))
+                results = (await pipe.execute())[: len(starts)]
         except (RedisError, OSError) as exc:
             self._metrics.redis_up.set(0)
             raise RedisUnavailable(
@@ -68,6 +96,20 @@ class RedisInvalidator:
             ) from exc
         self._metrics.redis_up.set(1)
         return sum(int(n) for n in results)
+
+    async def second_delete_due(self, limit: int = 1000) -> int:
+        """One attempt: UNLINK the keys whose second delete is due and drop them from the schedule; the
+        number of keys that existed again (stale fills caught)."""
+        if self._drain is None:
+            self._drain = self._client.register_script(_DRAIN_DUE)
+        try:
+            found = int(await self._drain(keys=[self.schedule_key], args=[self._clock(), limit]))
+        except (RedisError, OSError) as exc:
+            self._metrics.redis_up.set(0)
+            raise RedisUnavailable(
+                f"Redis at {self._url_for_humans} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return found
 
     async def ping(self) -> bool:
         """True when Redis answers PING (for /healthz)."""

@@ -72,6 +72,11 @@ class WorkerMetrics:
             "Postgres event-type lookups that failed (the change was derived without them).",
             registry=r,
         )
+        self.second_deletes = Counter(
+            "slotguard_second_deletes",
+            "Keys that existed again at their second delete (stale fills the second delete removed).",
+            registry=r,
+        )
         self.redone = Counter(
             "slotguard_redone_changes",
             "Changes handled again on partition assignment by the redo window (SLOTGUARD_REDO_WINDOW).",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from slotguard.dev.parts import free_port
 from tests.integration.worker_harness import (
     BASE,
     PrivateRedis,
@@ -343,3 +344,36 @@ def _produce_large(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]
             await producer.stop()
 
     asyncio.run(go())
+
+
+def test_the_second_delete_removes_a_stale_fill_even_across_a_worker_crash(
+    dev_stack: Any,
+    topics: Topics,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    """With SLOTGUARD_SECOND_DELETE_AFTER, a stale fill written right after the first delete is gone after the
+    delay -- and the schedule lives in Redis, so a worker killed between the two deletes does not drop it."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
+    keys = _keys(key_prefix, range(1))
+    for key in keys:
+        redis_client.set(key, "cached")
+    settings = worker_settings(dev_stack, topics, key_prefix, second_delete_after=5.0)
+    first = _start(workers, settings, tmp_path)
+    produce(dev_stack.kafka_bootstrap, topics.appointments, [_booking(0)])
+    wait_keys_gone(redis_client, keys, first)
+    wait_until(
+        lambda: committed_offsets(dev_stack.kafka_bootstrap, topics.group, topics.appointments).get(0) == 1,
+        timeout=60,
+        what="the change committed (so the restarted worker does not simply redo it)",
+    )
+    first.kill9()  # between the first and the second delete
+    for key in keys:
+        redis_client.set(key, "stale: slot free")  # the slow reader's fill lands after the first delete
+    assert redis_client.zcard(f"{key_prefix}slotguard:second-delete") == len(keys)
+    second = _start(workers, settings.model_copy(update={"web_port": free_port()}), tmp_path)
+    wait_keys_gone(redis_client, keys, second)
+    assert second.metric("slotguard_second_deletes_total") == len(keys)
+    assert redis_client.zcard(f"{key_prefix}slotguard:second-delete") == 0
