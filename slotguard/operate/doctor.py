@@ -17,7 +17,6 @@ import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
-from connectors.config import heartbeat_topic
 from processor.worker.invalidator import redis_client
 from schemas.rows import APPOINTMENT_FIELDS, SERVICE_FIELDS, resolve_columns
 from slotguard.operate.kafka_group import committed_and_end_offsets, group_state, quiet_kafka_client
@@ -492,7 +491,3 @@ def run_checks(settings: Settings, only: Iterable[str] = CHECKS) -> list[Check]:
 
 def as_json(checks: list[Check]) -> list[dict[str, str]]:
     return [asdict(c) for c in checks]
-
-
-# heartbeat_topic is part of what the connector writes; doctor names it in docs.
-__all__ = ["Check", "as_json", "heartbeat_topic", "run_checks"]

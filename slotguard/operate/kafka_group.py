@@ -39,19 +39,6 @@ def group_state(desc: Any) -> tuple[str, list[str]]:
     return str(entry[2]) or "Unknown", members
 
 
-async def partitions_of(options: dict[str, Any], topic: str) -> list[int]:
-    consumer = AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
-        return sorted(partitions or ())
-    finally:
-        await consumer.stop()
-
-
 async def committed_and_end_offsets(
     options: dict[str, Any], group: str, topic: str
 ) -> tuple[dict[int, int | None], dict[int, int]]:

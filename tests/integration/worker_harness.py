@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from slotguard.dev.kafka import create_topic, run_sync
 from slotguard.dev.parts import free_port
+from slotguard.operate.kafka_group import committed_and_end_offsets
 from slotguard.settings import Settings, child_environment
 from tests.support.changes import encode, envelope
 from tests.support.waiting import wait_until
@@ -185,25 +186,10 @@ def read_topic(bootstrap: str, topic: str, *, at_least: int, timeout: float = 60
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offsets for ``topic`` (partition -> next offset); missing = never committed."""
-
-    async def go() -> dict[int, int]:
-        # A group member that never joins or commits: assign() + committed() is a plain OffsetFetch.
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = sorted(consumer.partitions_for_topic(topic) or ())
-            if not partitions:
-                await consumer.topics()
-                partitions = sorted(consumer.partitions_for_topic(topic) or ())
-            tps = [TopicPartition(topic, p) for p in partitions]
-            consumer.assign(tps)
-            found = {tp.partition: await consumer.committed(tp) for tp in tps}
-        finally:
-            await consumer.stop()
-        return {p: o for p, o in found.items() if o is not None and o >= 0}
-
-    return run_sync(go())
+    """The group's committed offsets for ``topic`` (partition -> next offset); missing = never committed.
+    Read the way ``slotguard replay`` and ``doctor`` read them (a group-id consumer that never joins)."""
+    committed, _ends = run_sync(committed_and_end_offsets({"bootstrap_servers": bootstrap}, group, topic))
+    return {p: o for p, o in committed.items() if o is not None and o >= 0}
 
 
 def make_topics(bootstrap: str, names_and_partitions: Mapping[str, int]) -> None:
