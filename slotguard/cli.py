@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": (
         "demo",
-        "Run the demo: book, reschedule and cancel on the local stack and watch the cache keys vanish.",
+        "Simulate a booking business on the local stack and measure how stale its cached availability gets.",
     ),
 }
 

@@ -145,7 +145,11 @@ class Settings(BaseSettings):
     )
     web_host: str = Field(default="127.0.0.1", description="Worker HTTP bind address.")
     batch_size: int = Field(default=500, ge=1, description="Changes per Redis UNLINK batch.")
-    batch_timeout: float = Field(default=0.05, gt=0, description="Seconds to wait for a batch to fill.")
+    batch_timeout: float = Field(
+        default=0.005,
+        gt=0,
+        description="Seconds the worker's consumer waits for records when none are buffered (latency floor).",
+    )
     redis_retry_max_backoff: float = Field(
         default=5.0, gt=0, description="Cap of the Redis retry backoff, seconds."
     )
@@ -153,10 +157,22 @@ class Settings(BaseSettings):
         default=None, description="PEM CA bundle for a rediss:// (TLS) Redis URL."
     )
     second_delete_after: float = Field(
-        default=0.0,
+        default=1.5,
         ge=0,
         description="Seconds after which the worker deletes every invalidated key once more (0 = off): removes a "
         "stale fill that landed after the first delete. The schedule is a sorted set in Redis (crash-safe).",
+    )
+    guard_marker_ttl: float = Field(
+        default=1.5,
+        ge=0,
+        description="Seconds an invalidation marker lives beside each deleted key (0 = off). While it lives, the "
+        "worker's keyspace guard deletes any write of that key again (a stale fill). Needs Redis keyspace "
+        "events (notify-keyspace-events K$; the worker sets them when CONFIG is allowed).",
+    )
+    revoke_leases: bool = Field(
+        default=True,
+        description="Revoke reader leases (docs/leases.md) in the same UNLINK as the keys; harmless without "
+        "leased readers.",
     )
     redo_window: float = Field(
         default=0.0,
@@ -187,7 +203,7 @@ class Settings(BaseSettings):
         description="Kafka consumer session timeout, seconds: how long a dead worker holds its partitions.",
     )
     kafka_fetch_max_wait_ms: int = Field(
-        default=500,
+        default=10,
         ge=0,
         le=30_000,
         description="Kafka fetch.max.wait.ms of the worker's consumer (longest a fetch waits for new data).",
@@ -209,9 +225,10 @@ class Settings(BaseSettings):
         default="slotguard_pub", description="Postgres publication of the connector."
     )
     poll_interval_ms: int = Field(
-        default=100,
+        default=10,
         ge=1,
-        description="Debezium poll.interval.ms: how long the connector waits for changes before a batch.",
+        description="Debezium poll.interval.ms: how long the connector waits for changes before a batch "
+        "(Debezium's own default, 500, adds up to that much latency; below ~5 ms the relay busy-polls).",
     )
     heartbeat_interval_ms: int = Field(default=10_000, ge=0, description="Debezium heartbeat.interval.ms.")
     java_home: Path | None = Field(

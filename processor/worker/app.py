@@ -25,8 +25,9 @@ from processor.core.resolver import InMemoryResolver
 from processor.worker.config import WorkerConfig
 from processor.worker.consumer import AppointmentsConsumer
 from processor.worker.errors import RedisUnavailable
+from processor.worker.guard import KeyspaceGuard
 from processor.worker.handler import BatchHandler
-from processor.worker.invalidator import RedisInvalidator
+from processor.worker.invalidator import RedisInvalidator, redis_client
 from processor.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from processor.worker.policy import Backoff, FailurePolicy
 from processor.worker.publisher import KafkaPublisher, declare_topics
@@ -113,6 +114,21 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         ca_file=config.redis_ca_file,
         second_delete_after=config.second_delete_after,
         schedule_key=f"{config.redis_key_prefix}slotguard:second-delete",
+        marker_ttl=config.guard_marker_ttl,
+        revoke_leases=config.revoke_leases,
+    )
+    guard = (
+        KeyspaceGuard(
+            # Its own connection without a read timeout: a subscription is idle between cache writes.
+            redis_client(
+                config.redis_url.get_secret_value(), ca_file=config.redis_ca_file, socket_timeout=None
+            ),
+            prefix=config.redis_key_prefix,
+            marker_ttl=config.guard_marker_ttl,
+            metrics=metrics,
+        )
+        if config.guard_marker_ttl > 0
+        else None
     )
     publisher = KafkaPublisher(
         config.kafka,
@@ -165,12 +181,17 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         tick = min(0.25, config.second_delete_after / 4)
         while True:
             try:
-                found = await invalidator.second_delete_due()
+                watched = guard.covering_since if guard is not None else None
+                found = await invalidator.second_delete_due(watched_since=watched)
             except RedisUnavailable:
                 found = 0  # the schedule stays in Redis; the next tick tries again
             if found:
                 metrics.second_deletes.inc(found)
             await asyncio.sleep(tick)  # a schedule has no event to wait on: poll it
+
+    async def guard_fills() -> None:
+        if guard is not None:
+            await guard.run()
 
     async def watch_source() -> None:
         if watch is not None:
@@ -212,6 +233,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
     app.task(follow_services)
     app.task(watch_source)
     app.task(second_deletes)
+    app.task(guard_fills)
     app.task(consume_appointments)
     app.page("/metrics")(metrics_view)
     app.page("/healthz")(healthz_view)

@@ -28,13 +28,13 @@ class WorkerConfig:
     services_table: str = "services"
     service_columns: Mapping[str, str] = field(default_factory=dict)
     batch_size: int = 500
-    batch_timeout: float = 0.05
+    batch_timeout: float = 0.005
     redis_retry_max_backoff: float = 5.0
     publish_retry_max_backoff: float = 5.0
     resolver_cache_ttl: float = 30.0
     session_timeout: float = 30.0
     rebalance_timeout: float = 60.0
-    fetch_max_wait_ms: int = 500
+    fetch_max_wait_ms: int = 10
     enable_idempotence: bool = True
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -46,6 +46,10 @@ class WorkerConfig:
     redo_window: float = 0.0
     #: Seconds after which every unlinked key is unlinked again (0: off); closes most stale fills.
     second_delete_after: float = 0.0
+    #: Seconds an invalidation marker lives (0: no markers, no keyspace guard); see processor/worker/guard.py.
+    guard_marker_ttl: float = 0.0
+    #: Revoke reader leases (processor/worker/leases.py) in the same UNLINK as the keys.
+    revoke_leases: bool = True
     #: Physical Redis key prefix (the second-delete schedule lives under it, inside the cache's ACL pattern).
     redis_key_prefix: str = ""
     #: Debezium's heartbeat topic; ``None``: not watched (heartbeats off).

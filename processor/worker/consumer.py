@@ -60,10 +60,10 @@ class AppointmentsConsumer:
         handle: Handle,
         metrics: WorkerMetrics,
         batch_size: int = 500,
-        batch_timeout: float = 0.05,
+        batch_timeout: float = 0.005,
         session_timeout: float = 30.0,
         rebalance_timeout: float = 60.0,
-        fetch_max_wait_ms: int = 500,
+        fetch_max_wait_ms: int = 10,
         client_id: str = "slotguard-worker",
         redo_window: float = 0.0,
     ) -> None:

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from processor.worker.errors import RedisUnavailable
+from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
 from schemas.redact import redact_url
 
@@ -24,16 +25,20 @@ log = logging.getLogger("slotguard.worker.redis")
 
 #: Keys per UNLINK command; a batch larger than this becomes several commands in one pipeline.
 UNLINK_CHUNK = 1000
+#: The invalidation marker of ``key`` lives under ``key`` + this suffix (see :mod:`processor.worker.guard`).
+MARKER_SUFFIX = ":slotguard-marker"
 
 
-def redis_client(url: str, *, ca_file: str | None = None) -> aioredis.Redis:
+def redis_client(
+    url: str, *, ca_file: str | None = None, socket_timeout: float | None = 5.0
+) -> aioredis.Redis:
     """A client for ``url`` (``redis://`` or ``rediss://`` for TLS; user and password from the URL).
 
     Short timeouts: a hung Redis must surface as an error the policy retries, not as a stuck batch.
     """
     options: dict[str, object] = {
         "socket_connect_timeout": 2.0,
-        "socket_timeout": 5.0,
+        "socket_timeout": socket_timeout,
         "health_check_interval": 10,
     }
     if ca_file and url.startswith("rediss://"):
@@ -41,12 +46,19 @@ def redis_client(url: str, *, ca_file: str | None = None) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
 
 
-#: Due members of the schedule: UNLINK them and remove them, atomically; returns how many keys existed.
+#: Due members of the schedule: UNLINK those due before ARGV[3] (the others were watched by the keyspace
+#: guard) and remove them all, atomically; returns how many unlinked keys existed.
 _DRAIN_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
 if #due == 0 then return 0 end
-local found = redis.call('UNLINK', unpack(due))
-redis.call('ZREM', KEYS[1], unpack(due))
+local all, unlink = {}, {}
+for i = 1, #due, 2 do
+  all[#all + 1] = due[i]
+  if tonumber(due[i + 1]) < tonumber(ARGV[3]) then unlink[#unlink + 1] = due[i] end
+end
+local found = 0
+if #unlink > 0 then found = redis.call('UNLINK', unpack(unlink)) end
+redis.call('ZREM', KEYS[1], unpack(all))
 return found
 """
 
@@ -63,6 +75,8 @@ class RedisInvalidator:
         ca_file: str | None = None,
         second_delete_after: float = 0.0,
         schedule_key: str = "slotguard:second-delete",
+        marker_ttl: float = 0.0,
+        revoke_leases: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._url_for_humans = redact_url(url)
@@ -73,22 +87,39 @@ class RedisInvalidator:
         #: score = when), written in the same round trip as the UNLINK, so a worker crash cannot drop it.
         self._second_delete_after = second_delete_after
         self.schedule_key = schedule_key
+        #: Seconds an invalidation marker lives (0: no markers); the keyspace guard deletes a cache write
+        #: that lands while the key's marker is live.
+        self._marker_ms = int(marker_ttl * 1000)
+        #: Revoke the reader leases (:mod:`processor.worker.leases`) in the same UNLINK command as the keys,
+        #: so a leased fill can never land between the two.
+        self._revoke_leases = revoke_leases
         self._clock = clock
         self._drain: Any = None
 
     async def unlink(self, keys: Sequence[str]) -> int:
-        """One attempt: UNLINK every key in one pipeline round trip; the number of keys that existed."""
+        """One attempt: UNLINK every key in one pipeline round trip; the number of keys that existed
+        (leases revoked with them included)."""
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 starts = range(0, len(keys), UNLINK_CHUNK)
+                if self._marker_ms > 0:
+                    # Before the UNLINK (a pipeline runs in order): a fill that lands right after the delete
+                    # must already find the marker.
+                    for key in keys:
+                        pipe.set(key + MARKER_SUFFIX, b"1", px=self._marker_ms)
+                first = len(keys) if self._marker_ms > 0 else 0  # results of the marker SETs come first
                 for start in starts:
-                    pipe.unlink(*keys[start : start + UNLINK_CHUNK])
+                    chunk = keys[start : start + UNLINK_CHUNK]
+                    if self._revoke_leases:
+                        pipe.unlink(*chunk, *(key + LEASE_SUFFIX for key in chunk))
+                    else:
+                        pipe.unlink(*chunk)
                 if self._second_delete_after > 0:
                     # Same round trip: the schedule is written exactly when the first delete is.
                     due = self._clock() + self._second_delete_after
                     for start in starts:
                         pipe.zadd(self.schedule_key, dict.fromkeys(keys[start : start + UNLINK_CHUNK], due))
-                results = (await pipe.execute())[: len(starts)]
+                results = (await pipe.execute())[first : first + len(starts)]
         except (RedisError, OSError) as exc:
             self._metrics.redis_up.set(0)
             raise RedisUnavailable(
@@ -97,13 +128,23 @@ class RedisInvalidator:
         self._metrics.redis_up.set(1)
         return sum(int(n) for n in results)
 
-    async def second_delete_due(self, limit: int = 1000) -> int:
+    async def second_delete_due(self, limit: int = 1000, *, watched_since: float | None = None) -> int:
         """One attempt: UNLINK the keys whose second delete is due and drop them from the schedule; the
-        number of keys that existed again (stale fills caught)."""
+        number of keys that existed again (stale fills caught).
+
+        ``watched_since``: wall-clock time since which the keyspace guard has watched without a gap. Keys
+        first deleted after it plus the marker's life (so the guard also saw the misses before the delete)
+        are only dropped from the schedule: the guard already removed any stale write."""
         if self._drain is None:
             self._drain = self._client.register_script(_DRAIN_DUE)
+        if watched_since is None:
+            unlink_before = "1e300"  # every due key is unlinked
+        else:
+            unlink_before = repr(watched_since + self._marker_ms / 1000 + self._second_delete_after)
         try:
-            found = int(await self._drain(keys=[self.schedule_key], args=[self._clock(), limit]))
+            found = int(
+                await self._drain(keys=[self.schedule_key], args=[self._clock(), limit, unlink_before])
+            )
         except (RedisError, OSError) as exc:
             self._metrics.redis_up.set(0)
             raise RedisUnavailable(

@@ -77,6 +77,16 @@ class WorkerMetrics:
             "Keys that existed again at their second delete (stale fills the second delete removed).",
             registry=r,
         )
+        self.guard_deletes = Counter(
+            "slotguard_guard_deletes",
+            "Cache writes the keyspace guard deleted because they landed on a live invalidation marker.",
+            registry=r,
+        )
+        self.guard_active = Gauge(
+            "slotguard_guard_active",
+            "1 when the keyspace guard is subscribed and the server is known to publish the events.",
+            registry=r,
+        )
         self.redone = Counter(
             "slotguard_redone_changes",
             "Changes handled again on partition assignment by the redo window (SLOTGUARD_REDO_WINDOW).",

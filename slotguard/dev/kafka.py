@@ -29,7 +29,6 @@ BROKER_SETTINGS: dict[str, object] = {
     "kafka_enable_idempotence": False,
     "broker_rebalance_timeout": 3,
     "broker_session_timeout": 6,
-    "kafka_fetch_max_wait_ms": 100,
 }
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from slotguard.dev.errors import DevStackError
 from slotguard.dev.kafka import BROKER_SETTINGS, KafkaPart
 from slotguard.dev.parts import Part, free_port, port_is_free
 from slotguard.dev.paths import StackPaths
@@ -217,6 +218,30 @@ class DevStack:
         ]
         self.paths.env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return self.paths.env_file
+
+    # --- the worker alone (the simulation's modes run it with different settings) ------------------------
+    def restart_worker(self, extra_env: Mapping[str, str], on_event: EventSink = _ignore) -> None:
+        """Stop the worker and start it again with ``extra_env`` on top of the stack's variables; returns
+        once it is healthy (partitions assigned). The stack must be up."""
+        with self._locked():
+            state = self._load_state()
+            if state is None:
+                raise DevStackError("the local stack was never started here; run `slotguard dev up` first")
+            info = self._info(state)
+            WorkerPart(self.paths, info.env(), info.web_port).stop()
+            part = WorkerPart(self.paths, {**info.env(), **extra_env}, info.web_port)
+            on_event(part.name, "starting")
+            part.start()
+            self._await(part, on_event)
+
+    def stop_worker(self) -> bool:
+        """Stop the worker alone; True when one was running."""
+        with self._locked():
+            state = self._load_state()
+            if state is None:
+                return False
+            info = self._info(state)
+            return WorkerPart(self.paths, info.env(), info.web_port).stop()
 
     # --- down / status -----------------------------------------------------------------------------
     def _all_parts(self) -> list[Part]:

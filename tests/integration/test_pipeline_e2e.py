@@ -9,6 +9,7 @@ just outside the window), then waits -- by polling with a deadline -- until exac
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -329,10 +330,10 @@ def demo_dir() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_demo_down_books_reschedules_cancels_and_leaves_no_process_behind(demo_dir: Path) -> None:
-    """``slotguard demo --down`` on a fresh directory starts the whole stack, shows the three changes'
+def test_demo_walkthrough_books_reschedules_cancels_and_leaves_no_process_behind(demo_dir: Path) -> None:
+    """``slotguard demo --walkthrough`` on a fresh directory starts the whole stack, shows the three changes'
     keys vanish beside company 20's surviving keys, stops every part and exits 0."""
-    result = _demo(demo_dir, "--down")
+    result = _demo(demo_dir, "--walkthrough")
 
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     out = result.stdout
@@ -347,11 +348,49 @@ def test_demo_down_books_reschedules_cancels_and_leaves_no_process_behind(demo_d
 def test_demo_whose_relay_cannot_start_fails_in_one_line_naming_the_log(demo_dir: Path) -> None:
     """With a JVM that does not exist the relay cannot start: one error line naming relay.log, exit 2, and
     with --down the servers started for it are stopped again."""
-    result = _demo(demo_dir, "--down", env={"SLOTGUARD_JAVA_HOME": str(demo_dir / "no-such-jvm")})
+    result = _demo(demo_dir, env={"SLOTGUARD_JAVA_HOME": str(demo_dir / "no-such-jvm")})
 
     assert result.returncode == 2, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith("slotguard demo: error: the local stack did not start:"), errors
     assert errors[0].endswith(str(demo_dir / "dev" / "logs" / "relay.log")), errors
+    assert _processes_under(demo_dir) == []
+
+
+def test_the_simulation_orders_the_modes_and_leaves_no_process_behind(demo_dir: Path) -> None:
+    """``slotguard demo --compare`` runs the same seeded business in every mode: stale reads fall from
+    ttl-only to plain invalidation to the guarded worker, no stale answer outlives the guarded or leased
+    invalidation, and the stack is stopped at the end."""
+    figures_file = demo_dir / "figures.json"
+    result = _demo(demo_dir, "--compare", "--seconds", "15", "--json", str(figures_file))
+
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    figures = json.loads(figures_file.read_text())
+    modes = figures["modes"]
+    assert list(modes) == ["ttl-only", "invalidate", "guarded", "lease"]
+    stale = {name: modes[name]["stale_reads"] for name in modes}
+    summary = json.dumps(
+        {
+            n: {
+                k: modes[n][k]
+                for k in (
+                    "reads",
+                    "hit_rate",
+                    "stale_reads",
+                    "stale_reads_after_delete",
+                    "stale_fills_after_delete",
+                )
+            }
+            for n in modes
+        }
+    )
+    assert stale["ttl-only"] > stale["invalidate"] >= stale["guarded"], summary
+    assert modes["guarded"]["stale_reads_after_delete"] == 0, summary
+    assert modes["lease"]["stale_fills_after_delete"] == 0, summary
+    assert modes["lease"]["stale_reads_after_delete"] == 0, summary
+    for name in modes:
+        assert modes[name]["reads"] > 0, summary
+        assert modes[name]["dlq"] in (0, None), summary
+    assert {"workload", "machine"} <= set(figures)
     assert _processes_under(demo_dir) == []

@@ -1,0 +1,265 @@
+"""The keyspace guard: deletes a cache write that may come from a reader who missed before the invalidation.
+
+The stale-fill race: a reader misses, reads "free" from the database, the booking commits, the worker deletes
+the keys -- and *then* the slow reader writes its stale answer. Only readers that were already filling when
+the delete happened can do that. The guard watches the cache prefix's keyspace notifications, in the order
+Redis executed them:
+
+* ``keymiss`` of a key: a reader starts filling it (one pending fill more);
+* ``set`` of a key's **marker** (``key`` + :data:`~processor.worker.invalidator.MARKER_SUFFIX``, written by
+  the worker right before each ``UNLINK``): the invalidation; the fills pending at that moment are suspects;
+* ``set`` of a key: a fill lands (one pending fill less). While suspects may still be out -- some reader that
+  missed before the invalidation has not written yet -- the write is deleted again (check and delete in one
+  Lua script, only while the marker lives). Once every pending fill has landed, writes are left alone.
+
+So a key nobody was filling at the invalidation costs nothing; when a reader was, the writes until it has
+landed are deleted (a fresh one among them costs one extra miss). Bookkeeping is in
+:class:`FillTracker`, pure and unit-tested.
+
+Pub/sub delivers at most once: while the guard is not subscribed (start, reconnect) it cannot see misses, so
+the second delete (``SLOTGUARD_SECOND_DELETE_AFTER``) runs for invalidations it did not cover -- and only for
+those. The server must publish keyspace events for strings and key misses (``notify-keyspace-events`` with
+``K``, ``$`` and ``m``; Redis >= 6): the guard adds missing flags with ``CONFIG SET``. Without ``m`` it cannot
+know who is filling and deletes every write while the marker lives (a higher miss cost); where the server
+refuses ``CONFIG`` (managed Redis) it says so once and subscribes anyway -- set the flags in the server's
+parameter group, or rely on the second delete alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from processor.worker.invalidator import MARKER_SUFFIX
+from processor.worker.leases import LEASE_SUFFIX
+from processor.worker.metrics import WorkerMetrics
+from processor.worker.policy import Backoff
+
+log = logging.getLogger("slotguard.worker.guard")
+
+#: Delete ``KEYS[1]`` only while its marker ``KEYS[2]`` lives; 1 when a key was deleted.
+DELETE_IF_MARKED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return redis.call('UNLINK', KEYS[1]) end
+return 0
+"""
+
+NOTIFY = "notify-keyspace-events"
+#: Keyspace channel (K), string commands (``$``: ``set``), key misses (m).
+NEEDED_FLAGS = "K$m"
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis glob pattern."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+def missing_flags(flags: str) -> str:
+    """What ``notify-keyspace-events`` = ``flags`` lacks for the guard (``A`` covers ``$`` but not ``m``)."""
+    have = set(flags)
+    if "A" in have:
+        have.add("$")
+    return "".join(flag for flag in NEEDED_FLAGS if flag not in have)
+
+
+@dataclass(slots=True)
+class _Watch:
+    suspects: int  # fills that may have started before the invalidation and not landed yet
+    until: float
+
+
+class FillTracker:
+    """Who is filling which key, and which writes may be stale (see the module docstring).
+
+    ``precise`` is False when key misses are not published: then every write while the marker lives is a
+    suspect. State is bounded: pending counts and watches older than ``forget_after`` are dropped.
+    """
+
+    def __init__(
+        self,
+        marker_ttl: float,
+        *,
+        precise: bool = True,
+        forget_after: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.marker_ttl = marker_ttl
+        self.precise = precise
+        self._forget_after = forget_after
+        self._clock = clock
+        self._pending: dict[str, tuple[int, float]] = {}
+        self._watches: dict[str, _Watch] = {}
+
+    def missed(self, key: str) -> None:
+        count, _ = self._pending.get(key, (0, 0.0))
+        self._pending[key] = (count + 1, self._clock())
+        watch = self._watches.get(key)
+        if watch is not None:
+            watch.suspects += 1  # a fresh reader; until it lands its write cannot be told from an old one
+
+    def invalidated(self, key: str) -> None:
+        """The key's marker was written: its delete follows in the same pipeline."""
+        now = self._clock()
+        if not self.precise:
+            self._watches[key] = _Watch(suspects=1, until=now + self.marker_ttl)
+            return
+        count, _ = self._pending.get(key, (0, 0.0))
+        if count > 0:
+            self._watches[key] = _Watch(suspects=count, until=now + self.marker_ttl)
+        else:
+            self._watches.pop(key, None)  # nobody was filling: no write that follows can be stale
+
+    def written(self, key: str) -> bool:
+        """A write of ``key`` landed; True when it must be deleted again."""
+        now = self._clock()
+        count, _ = self._pending.get(key, (0, 0.0))
+        if count <= 1:
+            self._pending.pop(key, None)
+        else:
+            self._pending[key] = (count - 1, now)
+        watch = self._watches.get(key)
+        if watch is None:
+            return False
+        if now >= watch.until:
+            del self._watches[key]
+            return False
+        if not self.precise:
+            return True
+        watch.suspects -= 1
+        if watch.suspects <= 0:
+            del self._watches[key]  # every fill out at the invalidation has landed: this was the last
+        return True
+
+    def prune(self) -> None:
+        """Forget readers that never wrote (crashed, timed out) and expired watches."""
+        now = self._clock()
+        stale = now - self._forget_after
+        for key in [k for k, (_, seen) in self._pending.items() if seen < stale]:
+            del self._pending[key]
+        for key in [k for k, w in self._watches.items() if now >= w.until]:
+            del self._watches[key]
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._watches)
+
+
+class KeyspaceGuard:
+    """Subscribes to the cache prefix's keyspace events and deletes suspect writes (module docstring)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        marker_ttl: float,
+        metrics: WorkerMetrics,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._metrics = metrics
+        self._backoff = backoff or Backoff(maximum=5.0)
+        self._delete: Any = client.register_script(DELETE_IF_MARKED)
+        self._clock = clock
+        self.tracker = FillTracker(marker_ttl)
+        db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+        self.channel_prefix = f"__keyspace@{db}__:"
+        self.pattern = self.channel_prefix + glob_escape(prefix) + "*"
+        self.subscribed = asyncio.Event()
+        #: Wall-clock time since which the guard has watched without a gap (None: not watching). The second
+        #: delete skips invalidations made while the guard was watching (and saw the misses before them).
+        self.covering_since: float | None = None
+        self._attempt = 0
+
+    async def ensure_notifications(self) -> tuple[bool, bool]:
+        """(verified, misses): whether the server is known to publish the events, and key misses too."""
+        try:
+            current = str((await self._client.config_get(NOTIFY)).get(NOTIFY, ""))
+            missing = missing_flags(current)
+            if missing:
+                await self._client.config_set(NOTIFY, current + missing)
+                log.info("enabled Redis keyspace events %s (for the keyspace guard)", missing)
+        except ResponseError as exc:
+            # Managed Redis renames or forbids CONFIG: the events may still be on (parameter group).
+            log.warning(
+                "cannot check or set notify-keyspace-events (%s); the guard subscribes anyway, treating every "
+                "write after an invalidation as suspect -- make the server publish K$m, or rely on the "
+                "second delete alone",
+                str(exc).splitlines()[0],
+            )
+            return False, False
+        return True, True
+
+    async def check(self, key: str) -> bool:
+        """Delete ``key`` if its marker lives; True when it did."""
+        deleted = int(await self._delete(keys=[key, key + MARKER_SUFFIX])) > 0
+        if deleted:
+            self._metrics.guard_deletes.inc()
+        return deleted
+
+    async def handle(self, key: str, event: bytes) -> None:
+        """One keyspace event of ``key``."""
+        if event == b"keymiss":
+            if not key.endswith((MARKER_SUFFIX, LEASE_SUFFIX)):
+                self.tracker.missed(key)
+        elif event == b"set":
+            if key.endswith(MARKER_SUFFIX):
+                self.tracker.invalidated(key[: -len(MARKER_SUFFIX)])
+            elif key.endswith(LEASE_SUFFIX):
+                return
+            elif self.tracker.written(key):
+                await self.check(key)
+
+    async def run(self) -> None:
+        """Subscribe and guard until cancelled; reconnects with backoff when Redis goes away."""
+        while True:
+            try:
+                verified, misses = await self.ensure_notifications()
+                self.tracker.precise = misses
+                self._metrics.guard_active.set(1 if verified else 0)
+                await self._listen(covering=verified)
+            except (RedisError, OSError) as exc:
+                self._metrics.guard_active.set(0)
+                self._attempt += 1
+                delay = self._backoff.delay(self._attempt)
+                log.warning(
+                    "keyspace guard lost Redis (%s: %s); resubscribing in %.1f s -- the second delete covers "
+                    "the gap",
+                    type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "",
+                    delay,
+                )
+                await asyncio.sleep(delay)  # backoff before reconnecting, not a wait for the pipeline
+
+    async def _listen(self, *, covering: bool) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.psubscribe(self.pattern)
+            self.subscribed.set()
+            if covering:
+                self.covering_since = self._clock()
+            self._attempt = 0
+            skip = len(self.channel_prefix)
+            pruned = time.monotonic()
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                channel = message["channel"]
+                key = (channel.decode() if isinstance(channel, bytes) else str(channel))[skip:]
+                data = message.get("data")
+                await self.handle(key, data if isinstance(data, bytes) else str(data).encode())
+                if time.monotonic() - pruned > 5.0:
+                    self.tracker.prune()
+                    pruned = time.monotonic()
+        finally:
+            self.subscribed.clear()
+            self.covering_since = None
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,1 @@
+"""The booking-business simulation behind ``slotguard demo``: workload, checker, modes, figures."""

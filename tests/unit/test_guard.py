@@ -1,0 +1,133 @@
+"""The keyspace guard's bookkeeping: which writes after an invalidation may be stale."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from processor.worker.guard import FillTracker, KeyspaceGuard, glob_escape, missing_flags
+from processor.worker.invalidator import MARKER_SUFFIX
+from processor.worker.leases import LEASE_SUFFIX
+from processor.worker.metrics import WorkerMetrics
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tracker(ttl: float = 2.0, *, precise: bool = True) -> tuple[FillTracker, Clock]:
+    clock = Clock()
+    return FillTracker(ttl, precise=precise, clock=clock), clock
+
+
+def test_a_write_from_a_reader_that_missed_before_the_invalidation_is_deleted() -> None:
+    t, _ = tracker()
+    t.missed("k")
+    t.invalidated("k")
+    assert t.written("k") is True
+
+
+def test_a_write_after_an_invalidation_nobody_was_filling_for_is_left_alone() -> None:
+    t, _ = tracker()
+    t.invalidated("k")
+    t.missed("k")  # a fresh reader, after the delete
+    assert t.written("k") is False
+
+
+def test_once_every_reader_out_at_the_invalidation_has_written_later_writes_stay() -> None:
+    t, _ = tracker()
+    t.missed("k")
+    t.invalidated("k")
+    assert t.written("k") is True
+    t.missed("k")
+    assert t.written("k") is False
+
+
+def test_a_fresh_write_landing_before_the_old_readers_is_deleted_and_so_is_the_old_one() -> None:
+    t, _ = tracker()
+    t.missed("k")  # old reader, slow
+    t.invalidated("k")
+    t.missed("k")  # fresh reader, fast
+    assert t.written("k") is True  # the fresh one: cannot be told apart, deleted (one extra miss)
+    assert t.written("k") is True  # the old one: stale, deleted
+    assert t.written("k") is False
+
+
+def test_writes_after_the_marker_expired_are_left_alone() -> None:
+    t, clock = tracker(ttl=2.0)
+    t.missed("k")
+    t.invalidated("k")
+    clock.now += 2.0
+    assert t.written("k") is False
+
+
+def test_without_miss_events_every_write_while_the_marker_lives_is_suspect() -> None:
+    t, clock = tracker(ttl=2.0, precise=False)
+    t.invalidated("k")
+    assert t.written("k") is True
+    assert t.written("k") is True
+    clock.now += 2.0
+    assert t.written("k") is False
+
+
+def test_other_keys_are_not_affected() -> None:
+    t, _ = tracker()
+    t.missed("k")
+    t.invalidated("k")
+    t.missed("j")
+    assert t.written("j") is False
+
+
+def test_prune_forgets_readers_that_never_wrote_and_expired_watches() -> None:
+    t, clock = tracker(ttl=2.0)
+    t.missed("k")
+    t.missed("j")
+    t.invalidated("j")
+    clock.now += 31.0
+    t.prune()
+    assert len(t) == 0
+
+
+def test_missing_flags_name_what_the_guard_needs() -> None:
+    assert missing_flags("") == "K$m"
+    assert missing_flags("KEA") == "m"
+    assert missing_flags("Kg$m") == ""
+
+
+def test_glob_escape_makes_a_prefix_literal() -> None:
+    assert glob_escape("app[1]*:?") == "app\\[1\\]\\*:\\?"
+
+
+class FakeRedis:
+    """Enough of redis.asyncio.Redis for the guard's event handling: scripts record the keys they got."""
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+        self.connection_pool: Any = type("Pool", (), {"connection_kwargs": {"db": 3}})()
+
+    def register_script(self, _source: str) -> Any:
+        async def run(keys: list[str]) -> int:
+            self.deleted.append(keys[0])
+            return 1
+
+        return run
+
+
+def test_the_guard_follows_misses_markers_and_writes_and_ignores_its_own_keys() -> None:
+    fake = FakeRedis()
+    guard = KeyspaceGuard(fake, prefix="app:", marker_ttl=2.0, metrics=WorkerMetrics())  # type: ignore[arg-type]
+    assert guard.pattern == "__keyspace@3__:app:*"
+
+    async def play() -> None:
+        await guard.handle("app:k", b"keymiss")
+        await guard.handle("app:k" + LEASE_SUFFIX, b"set")
+        await guard.handle("app:k" + MARKER_SUFFIX, b"set")
+        await guard.handle("app:k", b"set")
+        await guard.handle("app:k", b"set")
+
+    asyncio.run(play())
+    assert fake.deleted == ["app:k"]
