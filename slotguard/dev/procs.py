@@ -224,3 +224,20 @@ class ManagedProcess:
         popen = _CHILDREN.pop(pid, None)
         if popen is not None:
             _EXITED[pid] = popen.wait()
+
+
+class RssPeaks:
+    """Peak resident memory (MiB) of the stack's processes, sampled once a second during a mode."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._procs: dict[str, psutil.Process] = {}
+        for name, pid in pids.items():
+            with contextlib.suppress(psutil.Error):
+                self._procs[name] = psutil.Process(pid)
+        self.peaks: dict[str, float] = {}
+
+    def sample(self) -> None:
+        for name, proc in self._procs.items():
+            with contextlib.suppress(psutil.Error):
+                rss = proc.memory_info().rss / 2**20
+                self.peaks[name] = round(max(self.peaks.get(name, 0.0), rss), 1)

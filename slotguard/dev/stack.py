@@ -234,6 +234,15 @@ class DevStack:
             part.start()
             self._await(part, on_event)
 
+    def stop_relay(self) -> bool:
+        """Stop the relay alone (its replication slot stays); True when one was running. ``up`` restarts it."""
+        with self._locked():
+            state = self._load_state()
+            if state is None:
+                return False
+            info = self._info(state)
+            return RelayPart(self.paths, info.env(), info.database_url, self.slot_name).stop()
+
     def stop_worker(self) -> bool:
         """Stop the worker alone; True when one was running."""
         with self._locked():

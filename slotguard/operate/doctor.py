@@ -435,6 +435,7 @@ async def _redis(settings: Settings, sample: int) -> list[Check]:
             if written
             else Check("redis probe key", "fail", "write did not stick", "check the ACL of the Redis user")
         )
+        checks.append(await _keyspace_events(client, settings))
         head = settings.key_template.split("{", 1)[0]
         pattern = f"{_glob_escape(prefix + head)}*"
         found: list[str] = []
@@ -466,6 +467,36 @@ async def _redis(settings: Settings, sample: int) -> list[Check]:
         return checks
     finally:
         await client.aclose()
+
+
+async def _keyspace_events(client: Any, settings: Settings) -> Check:
+    """Whether the keyspace guard can watch fills (docs/worker.md, "Closing the stale-fill race")."""
+    from redis.exceptions import ResponseError
+
+    from processor.worker.guard import NOTIFY, missing_flags
+
+    name = "keyspace events"
+    if settings.guard_marker_ttl <= 0:
+        return Check(name, "ok", "keyspace guard off (SLOTGUARD_GUARD_MARKER_TTL=0): not needed")
+    try:
+        current = str((await client.config_get(NOTIFY)).get(NOTIFY, ""))
+    except ResponseError:
+        return Check(
+            name,
+            "warn",
+            "CONFIG is not allowed here, so notify-keyspace-events cannot be checked",
+            "set notify-keyspace-events to include K$m in the server's configuration (managed Redis: its "
+            "parameter group); without it only the second delete closes the stale-fill race",
+        )
+    missing = missing_flags(current)
+    if missing:
+        return Check(
+            name,
+            "warn",
+            f"notify-keyspace-events is {current!r}, missing {missing!r}",
+            "the worker adds them at start (CONFIG SET); if its Redis user may not, set them on the server",
+        )
+    return Check(name, "ok", f"notify-keyspace-events {current!r}: the keyspace guard can watch fills")
 
 
 def _glob_escape(text: str) -> str:

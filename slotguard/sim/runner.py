@@ -22,6 +22,7 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.errors import DependencyError
+from slotguard.dev.procs import RssPeaks
 from slotguard.dev.stack import DevStack, StackInfo
 from slotguard.operate.kafka_group import committed_and_end_offsets, quiet_kafka_client
 from slotguard.settings import Settings
@@ -165,7 +166,13 @@ def run_mode(
         else None,
     )
     on_event(current.name, f"running {workload.seconds:g} s: {current.summary}")
-    checker = asyncio.run(sim.run(on_second=lambda tally, elapsed: on_second(current.name, tally, elapsed)))
+    peaks = RssPeaks(stack.pids())
+
+    def tick(tally: Tally, elapsed: float) -> None:
+        peaks.sample()
+        on_second(current.name, tally, elapsed)
+
+    checker = asyncio.run(sim.run(on_second=tick))
     if current.worker:
         wait_caught_up(settings)
     after = scrape(metrics_url) if current.worker else None
@@ -176,6 +183,7 @@ def run_mode(
         writes_by_source=dict(sim.tally.by_source),
         companies=f"{company_base}..{company_base + workload.companies - 1}",
         mode_summary=current.summary,
+        rss_mb=peaks.peaks,
         worker_settings=dict(current.env) if current.worker else None,
         **worker_delta(before, after),
     )

@@ -14,12 +14,35 @@ pytestmark = pytest.mark.integration
 
 def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_path: Path) -> None:
     lines: list[str] = []
-    run(tmp_path, quick=True, progress=lines.append, sizes={"core": 300, "worker": 400, "naive": 200})
+    run(
+        tmp_path,
+        quick=True,
+        progress=lines.append,
+        sizes={"core": 300, "worker": 400, "naive": 200},
+        e2e_seconds={20: 2.0},
+        overhead_writes=10,
+    )
     results = orjson.loads((tmp_path / "results.json").read_bytes())
     for key in ("events_per_s", "orjson_loads_per_s"):
         assert results["core"][key] > 0
     for key in ("events_per_s", "baseline_events_per_s", "rss_mb"):
         assert results["worker"][key] > 0
-    assert "worker drain" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    e2e = results["e2e"]["20"]
+    assert e2e["changes"] == 40
+    assert e2e["observed"] == 40, e2e  # every change's key seen gone
+    assert all(e2e["stages_p50_ms"][stage] is not None for stage in e2e["stages_p50_ms"]), e2e
+    assert results["rss_mb"]["relay"] > 0
+    assert results["rss_mb"]["worker"] > 0
+    assert results["write_overhead"]["ratio"] > 0
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    for needle in (
+        "worker drain",
+        "e2e at 20/s",
+        "write overhead",
+        "RSS under e2e load",
+        "SLOTGUARD_POLL_INTERVAL_MS",
+    ):
+        assert needle in report
     assert (tmp_path / "drain.png").stat().st_size > 0
+    assert (tmp_path / "e2e_cdf.png").stat().st_size > 0
     assert any("draining" in line for line in lines)

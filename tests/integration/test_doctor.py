@@ -110,6 +110,21 @@ def test_a_wrong_redis_prefix_warns_that_no_key_matches(pipeline: Pipeline) -> N
     assert "prefix" in check.fix
 
 
+def test_redis_without_the_guards_keyspace_events_warns_and_with_them_passes(pipeline: Pipeline) -> None:
+    import redis
+
+    client = redis.Redis.from_url(pipeline.settings.redis_url.get_secret_value())
+    before = str(client.config_get("notify-keyspace-events")["notify-keyspace-events"])
+    try:
+        client.config_set("notify-keyspace-events", "")
+        check = _by_name(run_checks(pipeline.settings, ["redis"]), "keyspace events")
+        assert (check.status, "'K$m'" in check.detail) == ("warn", True)
+        client.config_set("notify-keyspace-events", "AKm")
+        assert _by_name(run_checks(pipeline.settings, ["redis"]), "keyspace events").status == "ok"
+    finally:
+        client.config_set("notify-keyspace-events", before)
+
+
 def test_redis_down_fails(pipeline: Pipeline) -> None:
     settings = pipeline.settings.model_copy(
         update={"redis_url": SecretStr(f"redis://:hunter2@127.0.0.1:{free_port()}/0")}

@@ -274,7 +274,9 @@ def test_the_redo_window_handles_recent_changes_again_on_assignment(
     keys = _keys(key_prefix, range(10))
     for key in keys:
         redis_client.set(key, "cached")
-    first = _start(workers, worker_settings(dev_stack, topics, key_prefix), tmp_path)
+    # No second delete: its schedule would outlive the first worker and delete the re-cached keys before the
+    # redo does -- this test is about the redo alone.
+    first = _start(workers, worker_settings(dev_stack, topics, key_prefix, second_delete_after=0), tmp_path)
     produce(dev_stack.kafka_bootstrap, topics.appointments, [_booking(i) for i in range(10)])
     wait_keys_gone(redis_client, keys, first)
     wait_until(
@@ -285,7 +287,11 @@ def test_the_redo_window_handles_recent_changes_again_on_assignment(
     assert first.stop() == 0
     for key in keys:
         redis_client.set(key, "cached again")  # e.g. a stale fill the first run could not have prevented
-    second = _start(workers, worker_settings(dev_stack, topics, key_prefix, redo_window=600.0), tmp_path)
+    second = _start(
+        workers,
+        worker_settings(dev_stack, topics, key_prefix, redo_window=600.0, second_delete_after=0),
+        tmp_path,
+    )
     wait_keys_gone(redis_client, keys, second)
     assert second.metric("slotguard_redone_changes_total") == 10
 

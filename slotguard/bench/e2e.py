@@ -1,0 +1,307 @@
+"""Commit → key gone, end to end on a running stack (relay and worker), at a fixed rate of changes.
+
+An open-loop load generator commits booking changes -- 60 % creates, 20 % reschedules, 20 % cancellations,
+each its own transaction -- at ``rate`` per second. Before each commit it caches one key the change must
+delete (a **sentinel**; every change gets hours no other change touches, so a sentinel is deleted by its own
+change only). An observer subscribed to Redis' ``del`` keyevents timestamps each sentinel's deletion, and a
+consumer of the appointments topic reads each change's ``source.ts_ms`` (the database commit), the
+envelope's ``ts_ms`` (Debezium read it) and the record timestamp (the relay produced it). All clocks are this
+machine's wall clock.
+
+* ``e2e``: key gone − the client's commit (the commit call returned);
+* stages: database commit → Debezium → Kafka → key gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from processor.core.config import CoreConfig
+
+#: Demo service 1: company 15, branch 1, event type 123 (schemas/sql/002_demo_services.sql).
+COMPANY, BRANCH, SERVICE, EVENT_TYPE = 15, 1, 1, 123
+BASE = datetime(2045, 1, 2, 0, tzinfo=UTC)
+STAGES = ("commit_to_debezium", "debezium_to_kafka", "kafka_to_unlink")
+
+
+@dataclass
+class Sample:
+    commit_wall: float
+    source_ms: int | None = None
+    debezium_ms: int | None = None
+    kafka_ms: int | None = None
+    gone_wall: float | None = None
+
+
+@dataclass
+class E2EResult:
+    rate: float  # target changes per second
+    achieved: float
+    samples: list[Sample] = field(default_factory=list)
+
+    def latencies_ms(self) -> list[float]:
+        return sorted((s.gone_wall - s.commit_wall) * 1000 for s in self.samples if s.gone_wall is not None)
+
+    def stage_ms(self) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {name: [] for name in STAGES}
+        for s in self.samples:
+            if s.source_ms is None or s.debezium_ms is None or s.kafka_ms is None or s.gone_wall is None:
+                continue
+            out["commit_to_debezium"].append(float(s.debezium_ms - s.source_ms))
+            out["debezium_to_kafka"].append(float(s.kafka_ms - s.debezium_ms))
+            out["kafka_to_unlink"].append(s.gone_wall * 1000 - s.kafka_ms)
+        return {name: sorted(values) for name, values in out.items()}
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latencies_ms()
+        stages = self.stage_ms()
+        return {
+            "rate": self.rate,
+            "achieved_rate": round(self.achieved, 1),
+            "changes": len(self.samples),
+            "observed": len(lat),
+            **{
+                f"{name}_ms": _q(lat, q)
+                for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
+            },
+            "stages_p50_ms": {name: _q(values, 0.5) for name, values in stages.items()},
+            "stages_p99_ms": {name: _q(values, 0.99) for name, values in stages.items()},
+        }
+
+
+def _q(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    index = min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))  # nearest rank
+    return round(values[index], 1)
+
+
+class Load:
+    """The load generator, the observer and the topic reader for one run."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        redis_url: str,
+        kafka_options: dict[str, Any],
+        topic: str,
+        config: CoreConfig,
+        seed: int = 11,
+    ) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.kafka_options = kafka_options
+        self.topic = topic
+        self.config = config
+        self.rng = random.Random(seed)
+        self.samples: list[Sample] = []
+        self.sentinels: dict[str, Sample] = {}
+        self.by_appointment: dict[int, deque[Sample]] = defaultdict(deque)
+        self.live: list[tuple[int, int]] = []  # (appointment id, hour index)
+        self.next_hour = 0
+        self.generated = False
+        self.gone = 0
+        self.staged = 0
+        self.all_gone = asyncio.Event()
+        self.all_staged = asyncio.Event()
+
+    def _check_done(self) -> None:
+        if self.generated and self.gone >= len(self.samples):
+            self.all_gone.set()
+        if self.generated and self.staged >= len(self.samples):
+            self.all_staged.set()
+
+    def key(self, hour: int) -> str:
+        bucket = int((BASE + timedelta(hours=3 * hour)).timestamp())
+        rendered = self.config.template.render(str(COMPANY), str(BRANCH), str(EVENT_TYPE), [bucket])
+        return self.config.redis_key_prefix + rendered[0]
+
+    def new_hour(self) -> int:
+        self.next_hour += 1
+        return self.next_hour
+
+    async def one_change(self, conn: psycopg.AsyncConnection[Any], cache: aioredis.Redis) -> None:
+        roll = self.rng.random()
+        if roll < 0.6 or len(self.live) < 10:
+            hour = self.new_hour()
+            statement = (
+                "INSERT INTO appointments (company_id, branch_id, service_id, starts_at, ends_at, status, "
+                "source) VALUES (%s, %s, %s, %s, %s, 'booked', 'bench') RETURNING id"
+            )
+            starts = BASE + timedelta(hours=3 * hour)
+            params: tuple[Any, ...] = (COMPANY, BRANCH, SERVICE, starts, starts + timedelta(hours=1))
+            sentinel = self.key(hour)
+            appointment = None
+        else:
+            appointment, old = self.live.pop(self.rng.randrange(len(self.live)))
+            if roll < 0.8:
+                hour = self.new_hour()
+                starts = BASE + timedelta(hours=3 * hour)
+                statement = "UPDATE appointments SET starts_at = %s, ends_at = %s WHERE id = %s RETURNING id"
+                params = (starts, starts + timedelta(hours=1), appointment)
+                sentinel = self.key(hour)
+            else:
+                hour = -1
+                statement = "UPDATE appointments SET status = 'cancelled' WHERE id = %s RETURNING id"
+                params = (appointment,)
+                sentinel = self.key(old)
+        await cache.set(sentinel, b"1", ex=600)
+        cursor = await conn.execute(statement, params)
+        row = await cursor.fetchone()
+        sample = Sample(commit_wall=time.time())
+        self.samples.append(sample)
+        self.sentinels[sentinel] = sample
+        assert row is not None
+        appointment = int(row[0])
+        self.by_appointment[appointment].append(sample)
+        if hour >= 0:
+            self.live.append((appointment, hour))
+
+    async def generate(self, rate: float, seconds: float, connections: int) -> float:
+        """Commit changes at ``rate`` for ``seconds`` (open loop); returns the achieved rate."""
+        cache = aioredis.Redis.from_url(self.redis_url)
+        conns = [
+            await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+            for _ in range(connections)
+        ]
+        free: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
+        for conn in conns:
+            free.put_nowait(conn)
+        inflight: set[asyncio.Task[None]] = set()
+
+        async def run_one() -> None:
+            conn = await free.get()
+            try:
+                await self.one_change(conn, cache)
+            finally:
+                free.put_nowait(conn)
+
+        start = time.monotonic()
+        total = int(rate * seconds)
+        try:
+            for i in range(total):
+                due = start + i / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the open-loop schedule
+                task = asyncio.create_task(run_one())
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+            await asyncio.gather(*inflight)
+        finally:
+            for conn in conns:
+                await conn.close()
+            await cache.aclose()
+        return total / (time.monotonic() - start)
+
+    async def observe(self, ready: asyncio.Event) -> None:
+        cache = aioredis.Redis.from_url(self.redis_url)
+        current = str((await cache.config_get("notify-keyspace-events")).get("notify-keyspace-events", ""))
+        missing = "".join(f for f in "Eg" if f not in current)
+        if missing:
+            await cache.config_set("notify-keyspace-events", current + missing)
+        pubsub = cache.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe("__keyevent@0__:del")
+            ready.set()
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                seen = time.time()
+                data = message["data"]
+                key = data.decode() if isinstance(data, bytes) else str(data)
+                sample = self.sentinels.get(key)
+                if sample is not None and sample.gone_wall is None:
+                    sample.gone_wall = seen
+                    self.gone += 1
+                    self._check_done()
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await cache.aclose()
+
+    async def read_topic(self, ready: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(**self.kafka_options, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+            if not partitions:
+                await consumer.topics()
+                partitions = consumer.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)
+            ready.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=100)
+                for records in batches.values():
+                    for record in records:
+                        self._matched(record.value, record.timestamp)
+        finally:
+            await consumer.stop()
+
+    def _matched(self, value: bytes | None, kafka_ms: int) -> None:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            envelope = orjson.loads(value or b"null")
+            if isinstance(envelope, dict) and "payload" in envelope and "schema" in envelope:
+                envelope = envelope["payload"]
+            row = envelope.get("after") or envelope.get("before")
+            pending = self.by_appointment.get(int(row["id"]))
+            if not pending:
+                return
+            sample = pending.popleft()
+            sample.source_ms = int(envelope["source"]["ts_ms"])
+            sample.debezium_ms = int(envelope["ts_ms"])
+            sample.kafka_ms = kafka_ms
+            self.staged += 1
+            self._check_done()
+
+
+async def measure(
+    load: Load,
+    rate: float,
+    seconds: float,
+    *,
+    connections: int = 8,
+    settle: float = 30.0,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> E2EResult:
+    """One run at ``rate``: generate, then wait (at most ``settle`` s) until every sentinel is gone."""
+    observer_ready, reader_ready = asyncio.Event(), asyncio.Event()
+    observer = asyncio.create_task(load.observe(observer_ready))
+    reader = asyncio.create_task(load.read_topic(reader_ready))
+    try:
+        await asyncio.wait_for(asyncio.gather(observer_ready.wait(), reader_ready.wait()), timeout=30)
+        progress(f"e2e: {rate:g} changes/s for {seconds:g} s")
+        achieved = await load.generate(rate, seconds, connections)
+        load.generated = True
+        load._check_done()
+        # The last keys to go, and the last records read; a change that never arrives stays unobserved.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(load.all_gone.wait(), timeout=settle)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(load.all_staged.wait(), timeout=5)
+    finally:
+        for task in (observer, reader):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return E2EResult(rate=rate, achieved=achieved, samples=list(load.samples))
