@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +36,13 @@ class DrainResult:
     rss_mb_peak: float
     #: (seconds since the clock started, records committed)
     progress: list[tuple[float, int]] = field(default_factory=list)
+    #: RSS when the clock started (the first commit) and when the last record was committed.
+    rss_mb_start: float = 0.0
+    rss_mb_end: float = 0.0
 
 
 async def prefill(
-    bootstrap: str, topic: str, services_topic: str, records: Sequence[Change], partitions: int
+    bootstrap: str, topic: str, services_topic: str, records: Iterable[Change], partitions: int
 ) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -73,7 +76,7 @@ def drain(
     with log.open("ab") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     watched = psutil.Process(proc.pid)
-    peak = 0.0
+    peak = rss = first_rss = 0.0
     progress: list[tuple[float, int]] = []
     start: float | None = None
     last_idle: float | None = None
@@ -90,18 +93,20 @@ def drain(
             done = sum(o or 0 for o in committed.values())
             now = time.monotonic()
             with contextlib.suppress(psutil.Error):
-                peak = max(peak, watched.memory_info().rss / 2**20)
+                rss = watched.memory_info().rss / 2**20
+                peak = max(peak, rss)
             if not done:
                 last_idle = now  # nothing committed yet: start-up, group join
             elif start is None:
                 # The clock starts at the last sample without a commit: at most one sample of start-up counts.
                 start = last_idle if last_idle is not None else now
+                first_rss = rss
                 progress.append((0.0, 0))
             if start is not None:
                 progress.append((now - start, done))
                 if done >= total:
                     seconds = max(now - start, SAMPLE_S)
-                    return DrainResult(total, seconds, total / seconds, peak, progress)
+                    return DrainResult(total, seconds, total / seconds, peak, progress, first_rss, rss)
             time.sleep(SAMPLE_S)
     finally:
         proc.terminate()

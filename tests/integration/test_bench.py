@@ -18,7 +18,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
         tmp_path,
         quick=True,
         progress=lines.append,
-        sizes={"core": 300, "worker": 400, "naive": 200},
+        sizes={"core": 300, "worker": 400, "naive": 200, "backlog": 300},
         e2e_seconds={20: 2.0},
         overhead_writes=10,
     )
@@ -31,6 +31,8 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     assert e2e["changes"] == 40
     assert e2e["observed"] == 40, e2e  # every change's key seen gone
     assert all(e2e["stages_p50_ms"][stage] is not None for stage in e2e["stages_p50_ms"]), e2e
+    assert results["backlog"]["changes"] == 300
+    assert results["backlog"]["rss_mb_peak"] >= results["backlog"]["rss_mb_start"] > 0
     assert results["rss_mb"]["relay"] > 0
     assert results["rss_mb"]["worker"] > 0
     assert results["write_overhead"]["ratio"] > 0
@@ -40,6 +42,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
         "e2e at 20/s",
         "write overhead",
         "RSS under e2e load",
+        "backlog of 300 changes",
         "SLOTGUARD_POLL_INTERVAL_MS",
     ):
         assert needle in report
