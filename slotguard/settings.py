@@ -162,12 +162,12 @@ class Settings(BaseSettings):
         description="Seconds after which the worker deletes every invalidated key once more (0 = off): removes a "
         "stale fill that landed after the first delete. The schedule is a sorted set in Redis (crash-safe).",
     )
-    guard_marker_ttl: float = Field(
+    guard_window: float = Field(
         default=1.5,
         ge=0,
-        description="Seconds an invalidation marker lives beside each deleted key (0 = off). While it lives, the "
-        "worker's keyspace guard deletes any write of that key again (a stale fill). Needs Redis keyspace "
-        "events (notify-keyspace-events K$; the worker sets them when CONFIG is allowed).",
+        description="Seconds the worker's keyspace guard watches a key after deleting it (0 = guard off): a write "
+        "by a reader that missed before the delete is deleted again (a stale fill). Needs Redis keyspace events "
+        "(notify-keyspace-events K$m; the worker sets them when CONFIG is allowed).",
     )
     revoke_leases: bool = Field(
         default=True,

@@ -79,7 +79,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         source_stall_after=settings.source_stall_after,
         redo_window=settings.redo_window,
         second_delete_after=settings.second_delete_after,
-        guard_marker_ttl=settings.guard_marker_ttl,
+        guard_window=settings.guard_window,
         revoke_leases=settings.revoke_leases,
         redis_key_prefix=settings.redis_key_prefix,
     )

@@ -114,7 +114,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         ca_file=config.redis_ca_file,
         second_delete_after=config.second_delete_after,
         schedule_key=f"{config.redis_key_prefix}slotguard:second-delete",
-        marker_ttl=config.guard_marker_ttl,
+        guard_window=config.guard_window,
         revoke_leases=config.revoke_leases,
     )
     guard = (
@@ -124,10 +124,11 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
                 config.redis_url.get_secret_value(), ca_file=config.redis_ca_file, socket_timeout=None
             ),
             prefix=config.redis_key_prefix,
-            marker_ttl=config.guard_marker_ttl,
+            channel=invalidator.channel,
+            window=config.guard_window,
             metrics=metrics,
         )
-        if config.guard_marker_ttl > 0
+        if config.guard_window > 0
         else None
     )
     publisher = KafkaPublisher(

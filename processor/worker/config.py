@@ -46,8 +46,8 @@ class WorkerConfig:
     redo_window: float = 0.0
     #: Seconds after which every unlinked key is unlinked again (0: off); closes most stale fills.
     second_delete_after: float = 0.0
-    #: Seconds an invalidation marker lives (0: no markers, no keyspace guard); see processor/worker/guard.py.
-    guard_marker_ttl: float = 0.0
+    #: Seconds the keyspace guard watches a key after its delete (0: no guard); see processor/worker/guard.py.
+    guard_window: float = 0.0
     #: Revoke reader leases (processor/worker/leases.py) in the same UNLINK as the keys.
     revoke_leases: bool = True
     #: Physical Redis key prefix (the second-delete schedule lives under it, inside the cache's ACL pattern).

@@ -25,8 +25,8 @@ log = logging.getLogger("slotguard.worker.redis")
 
 #: Keys per UNLINK command; a batch larger than this becomes several commands in one pipeline.
 UNLINK_CHUNK = 1000
-#: The invalidation marker of ``key`` lives under ``key`` + this suffix (see :mod:`processor.worker.guard`).
-MARKER_SUFFIX = ":slotguard-marker"
+#: Pub/sub channel (after the key prefix) on which each invalidation announces its keys to the keyspace guard.
+INVALIDATIONS_CHANNEL = "slotguard:invalidated"
 
 
 def redis_client(
@@ -45,6 +45,29 @@ def redis_client(
         options["ssl_ca_certs"] = ca_file
     return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
 
+
+#: One chunk of an invalidation: announce the cache keys (KEYS[2..]) as a JSON array on channel ARGV[1]
+#: ('' = no guard) -- in Redis' own order among the keyspace events the guard follows --, UNLINK each key
+#: with its lease (ARGV[2] suffix; '' = none) in one command, and schedule its second delete in KEYS[1] (due
+#: ARGV[3]; '' = none). Atomic: no reader's command lands in between.
+_INVALIDATE = """
+if ARGV[1] ~= '' then
+  local keys = {}
+  for i = 2, #KEYS do keys[#keys + 1] = KEYS[i] end
+  redis.call('PUBLISH', ARGV[1], cjson.encode(keys))
+end
+local found = 0
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  if ARGV[2] ~= '' then
+    found = found + redis.call('UNLINK', key, key .. ARGV[2])
+  else
+    found = found + redis.call('UNLINK', key)
+  end
+  if ARGV[3] ~= '' then redis.call('ZADD', KEYS[1], ARGV[3], key) end
+end
+return found
+"""
 
 #: Due members of the schedule: UNLINK those due before ARGV[3] (the others were watched by the keyspace
 #: guard) and remove them all, atomically; returns how many unlinked keys existed.
@@ -75,7 +98,7 @@ class RedisInvalidator:
         ca_file: str | None = None,
         second_delete_after: float = 0.0,
         schedule_key: str = "slotguard:second-delete",
-        marker_ttl: float = 0.0,
+        guard_window: float = 0.0,
         revoke_leases: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -87,39 +110,47 @@ class RedisInvalidator:
         #: score = when), written in the same round trip as the UNLINK, so a worker crash cannot drop it.
         self._second_delete_after = second_delete_after
         self.schedule_key = schedule_key
-        #: Seconds an invalidation marker lives (0: no markers); the keyspace guard deletes a cache write
-        #: that lands while the key's marker is live.
-        self._marker_ms = int(marker_ttl * 1000)
+        #: Seconds the keyspace guard watches a key after its invalidation (0: no guard). With a guard, every
+        #: invalidation announces its keys on ``channel`` (:mod:`processor.worker.guard`).
+        self.guard_window = guard_window
+        self.channel = schedule_key.removesuffix("slotguard:second-delete") + INVALIDATIONS_CHANNEL
+        self._announce = guard_window > 0
         #: Revoke the reader leases (:mod:`processor.worker.leases`) in the same UNLINK command as the keys,
         #: so a leased fill can never land between the two.
         self._revoke_leases = revoke_leases
         self._clock = clock
         self._drain: Any = None
+        self._invalidate: Any = None
 
     async def unlink(self, keys: Sequence[str]) -> int:
         """One attempt: UNLINK every key in one pipeline round trip; the number of keys that existed
         (leases revoked with them included)."""
+        starts = range(0, len(keys), UNLINK_CHUNK)
+        extras = self._announce or self._revoke_leases or self._second_delete_after > 0
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                starts = range(0, len(keys), UNLINK_CHUNK)
-                if self._marker_ms > 0:
-                    # Before the UNLINK (a pipeline runs in order): a fill that lands right after the delete
-                    # must already find the marker.
-                    for key in keys:
-                        pipe.set(key + MARKER_SUFFIX, b"1", px=self._marker_ms)
-                first = len(keys) if self._marker_ms > 0 else 0  # results of the marker SETs come first
-                for start in starts:
-                    chunk = keys[start : start + UNLINK_CHUNK]
-                    if self._revoke_leases:
-                        pipe.unlink(*chunk, *(key + LEASE_SUFFIX for key in chunk))
-                    else:
-                        pipe.unlink(*chunk)
-                if self._second_delete_after > 0:
-                    # Same round trip: the schedule is written exactly when the first delete is.
-                    due = self._clock() + self._second_delete_after
+                if extras:
+                    # One script call per chunk announces, unlinks (leases in the same step) and schedules:
+                    # a Python-side command per key would cost more than the deletes.
+                    if self._invalidate is None:
+                        self._invalidate = self._client.register_script(_INVALIDATE)
+                    due = (
+                        repr(self._clock() + self._second_delete_after)
+                        if self._second_delete_after > 0
+                        else ""
+                    )
+                    args = [
+                        self.channel if self._announce else "",
+                        LEASE_SUFFIX if self._revoke_leases else "",
+                        due,
+                    ]
                     for start in starts:
-                        pipe.zadd(self.schedule_key, dict.fromkeys(keys[start : start + UNLINK_CHUNK], due))
-                results = (await pipe.execute())[first : first + len(starts)]
+                        chunk = keys[start : start + UNLINK_CHUNK]
+                        await self._invalidate(keys=[self.schedule_key, *chunk], args=args, client=pipe)
+                else:
+                    for start in starts:
+                        pipe.unlink(*keys[start : start + UNLINK_CHUNK])
+                results = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._metrics.redis_up.set(0)
             raise RedisUnavailable(
@@ -133,14 +164,14 @@ class RedisInvalidator:
         number of keys that existed again (stale fills caught).
 
         ``watched_since``: wall-clock time since which the keyspace guard has watched without a gap. Keys
-        first deleted after it plus the marker's life (so the guard also saw the misses before the delete)
+        first deleted after it plus ``guard_window`` (so the guard also saw the misses before the delete)
         are only dropped from the schedule: the guard already removed any stale write."""
         if self._drain is None:
             self._drain = self._client.register_script(_DRAIN_DUE)
         if watched_since is None:
             unlink_before = "1e300"  # every due key is unlinked
         else:
-            unlink_before = repr(watched_since + self._marker_ms / 1000 + self._second_delete_after)
+            unlink_before = repr(watched_since + self.guard_window + self._second_delete_after)
         try:
             found = int(
                 await self._drain(keys=[self.schedule_key], args=[self._clock(), limit, unlink_before])

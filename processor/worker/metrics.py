@@ -79,7 +79,7 @@ class WorkerMetrics:
         )
         self.guard_deletes = Counter(
             "slotguard_guard_deletes",
-            "Cache writes the keyspace guard deleted because they landed on a live invalidation marker.",
+            "Cache writes the keyspace guard deleted: readers that missed before the invalidation.",
             registry=r,
         )
         self.guard_active = Gauge(

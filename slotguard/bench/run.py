@@ -239,7 +239,7 @@ def _plot_cdf(path: Path, runs: dict[int, Any]) -> None:
 def _latency_settings() -> dict[str, Any]:
     defaults = Settings.model_fields
     names = ("poll_interval_ms", "batch_timeout", "kafka_fetch_max_wait_ms", "batch_size", "relay_heap_mb",
-             "second_delete_after", "guard_marker_ttl")  # fmt: skip
+             "second_delete_after", "guard_window")  # fmt: skip
     return {f"SLOTGUARD_{name.upper()}": defaults[name].default for name in names}
 
 

@@ -476,8 +476,8 @@ async def _keyspace_events(client: Any, settings: Settings) -> Check:
     from processor.worker.guard import NOTIFY, missing_flags
 
     name = "keyspace events"
-    if settings.guard_marker_ttl <= 0:
-        return Check(name, "ok", "keyspace guard off (SLOTGUARD_GUARD_MARKER_TTL=0): not needed")
+    if settings.guard_window <= 0:
+        return Check(name, "ok", "keyspace guard off (SLOTGUARD_GUARD_WINDOW=0): not needed")
     try:
         current = str((await client.config_get(NOTIFY)).get(NOTIFY, ""))
     except ResponseError:

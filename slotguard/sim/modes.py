@@ -31,7 +31,7 @@ def mode(name: str, settings: Settings) -> Mode:
     """The mode called ``name`` (one of :data:`MODES`)."""
     plain = {
         "SLOTGUARD_SECOND_DELETE_AFTER": "0",
-        "SLOTGUARD_GUARD_MARKER_TTL": "0",
+        "SLOTGUARD_GUARD_WINDOW": "0",
     }
     if name == "ttl-only":
         return Mode(name, "no worker: cached answers live until their TTL", worker=False)
@@ -39,13 +39,13 @@ def mode(name: str, settings: Settings) -> Mode:
         return Mode(name, "the worker deletes the keys once, nothing more", env=plain)
     if name == "guarded":
         second = _shipped(settings, "second_delete_after")
-        marker = _shipped(settings, "guard_marker_ttl")
+        marker = _shipped(settings, "guard_window")
         return Mode(
             name,
-            f"delete + keyspace guard (markers {marker:g} s) + second delete after {second:g} s",
+            f"delete + keyspace guard (window {marker:g} s) + second delete after {second:g} s",
             env={
                 "SLOTGUARD_SECOND_DELETE_AFTER": f"{second:g}",
-                "SLOTGUARD_GUARD_MARKER_TTL": f"{marker:g}",
+                "SLOTGUARD_GUARD_WINDOW": f"{marker:g}",
             },
         )
     if name == "lease":

@@ -14,6 +14,7 @@ import redis
 
 from processor.worker.leases import LeasedCache
 from tests.integration.worker_harness import (
+    PrivateRedis,
     Topics,
     WorkerProcess,
     change,
@@ -101,7 +102,7 @@ def test_plain_invalidation_leaves_a_slow_readers_stale_fill_cached(
 ) -> None:
     make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
     worker = start_worker(
-        worker_settings(dev_stack, topics, key_prefix, second_delete_after=0, guard_marker_ttl=0)
+        worker_settings(dev_stack, topics, key_prefix, second_delete_after=0, guard_window=0)
     )
     client = redis.Redis.from_url(dev_stack.redis_url)
     key = _race(dev_stack, topics, client, key_prefix, worker)
@@ -113,8 +114,8 @@ def test_plain_invalidation_leaves_a_slow_readers_stale_fill_cached(
 @pytest.mark.parametrize(
     "closer",
     [
-        pytest.param({"guard_marker_ttl": 30.0, "second_delete_after": 0}, id="keyspace-guard"),
-        pytest.param({"guard_marker_ttl": 0, "second_delete_after": 1.0}, id="second-delete"),
+        pytest.param({"guard_window": 30.0, "second_delete_after": 0}, id="keyspace-guard"),
+        pytest.param({"guard_window": 0, "second_delete_after": 1.0}, id="second-delete"),
     ],
 )
 def test_the_guarded_worker_removes_a_stale_fill_that_lands_after_its_delete(
@@ -127,7 +128,7 @@ def test_the_guarded_worker_removes_a_stale_fill_that_lands_after_its_delete(
     make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
     worker = start_worker(worker_settings(dev_stack, topics, key_prefix, **closer))
     client = redis.Redis.from_url(dev_stack.redis_url)
-    if closer["guard_marker_ttl"]:
+    if closer["guard_window"]:
         wait_until(
             lambda: worker.metric("slotguard_guard_active") == 1,
             timeout=30,
@@ -140,9 +141,7 @@ def test_the_guarded_worker_removes_a_stale_fill_that_lands_after_its_delete(
         timeout=30,
         what=lambda: f"the stale fill {key} to be deleted; log:\n{worker.log_tail()}",
     )
-    counter = (
-        "slotguard_guard_deletes_total" if closer["guard_marker_ttl"] else "slotguard_second_deletes_total"
-    )
+    counter = "slotguard_guard_deletes_total" if closer["guard_window"] else "slotguard_second_deletes_total"
     assert worker.metric(counter) >= 1
 
 
@@ -155,7 +154,7 @@ def test_a_leased_readers_fill_after_the_delete_is_refused(
 
     make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
     worker = start_worker(
-        worker_settings(dev_stack, topics, key_prefix, second_delete_after=0, guard_marker_ttl=0)
+        worker_settings(dev_stack, topics, key_prefix, second_delete_after=0, guard_window=0)
     )
     client = redis.Redis.from_url(dev_stack.redis_url)
     tokens: dict[str, str] = {}
@@ -181,7 +180,7 @@ def test_the_guard_leaves_a_fresh_fill_alone_when_nobody_was_filling_at_the_dele
 ) -> None:
     make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
     worker = start_worker(
-        worker_settings(dev_stack, topics, key_prefix, guard_marker_ttl=30.0, second_delete_after=0)
+        worker_settings(dev_stack, topics, key_prefix, guard_window=30.0, second_delete_after=0)
     )
     wait_until(
         lambda: worker.metric("slotguard_guard_active") == 1,
@@ -196,3 +195,44 @@ def test_the_guard_leaves_a_fresh_fill_alone_when_nobody_was_filling_at_the_dele
     _barrier(dev_stack, topics, client, key_prefix, worker, 503)
     assert client.get(key) == b'{"free": []}', "the guard deleted a fill that began after the delete"
     assert worker.metric("slotguard_guard_deletes_total") == 0
+
+
+def test_where_redis_forbids_config_the_guard_degrades_and_the_second_delete_still_closes_the_race(
+    dev_stack: Any,
+    topics: Topics,
+    key_prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Managed Redis renames or disables CONFIG: the guard cannot switch keyspace events on, says so, and
+    the second delete -- which then covers every invalidation -- removes the stale fill."""
+    managed = PrivateRedis(tmp_path / "redis", extra_args=["--rename-command", "CONFIG", ""])
+    managed.start()
+    try:
+        make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
+        settings = worker_settings(
+            dev_stack,
+            topics,
+            key_prefix,
+            redis_url=managed.url,
+            guard_window=30.0,
+            second_delete_after=1.0,
+        )
+        worker = start_worker(settings)
+        client = redis.Redis.from_url(managed.url)
+        wait_until(
+            lambda: "cannot check or set notify-keyspace-events" in worker.log_tail(200),
+            timeout=30,
+            what=lambda: f"the guard's warning; log:\n{worker.log_tail()}",
+        )
+        assert worker.metric("slotguard_guard_active") == 0
+        key = _race(dev_stack, topics, client, key_prefix, worker)
+        client.set(key, STALE, ex=300)  # lands after the delete; no keyspace event tells the guard
+        wait_until(
+            lambda: worker.alive_or_fail() and not client.exists(key),
+            timeout=30,
+            what=lambda: f"the second delete of {key}; log:\n{worker.log_tail()}",
+        )
+        assert worker.metric("slotguard_second_deletes_total") >= 1
+    finally:
+        managed.stop()

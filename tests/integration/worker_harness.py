@@ -203,9 +203,10 @@ def make_topics(bootstrap: str, names_and_partitions: Mapping[str, int]) -> None
 class PrivateRedis:
     """A redis-server of one test, persisting to ``data_dir`` (AOF) so keys survive a stop/start."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, extra_args: Iterable[str] = ()) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -217,7 +218,7 @@ class PrivateRedis:
         log = (self.data_dir / "redis.log").open("ab")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always", *self.extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 from processor.worker.guard import FillTracker, KeyspaceGuard, glob_escape, missing_flags
-from processor.worker.invalidator import MARKER_SUFFIX
 from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
 
@@ -57,7 +56,7 @@ def test_a_fresh_write_landing_before_the_old_readers_is_deleted_and_so_is_the_o
     assert t.written("k") is False
 
 
-def test_writes_after_the_marker_expired_are_left_alone() -> None:
+def test_writes_after_the_window_closed_are_left_alone() -> None:
     t, clock = tracker(ttl=2.0)
     t.missed("k")
     t.invalidated("k")
@@ -65,7 +64,7 @@ def test_writes_after_the_marker_expired_are_left_alone() -> None:
     assert t.written("k") is False
 
 
-def test_without_miss_events_every_write_while_the_marker_lives_is_suspect() -> None:
+def test_without_miss_events_every_write_within_the_window_is_suspect() -> None:
     t, clock = tracker(ttl=2.0, precise=False)
     t.invalidated("k")
     assert t.written("k") is True
@@ -103,31 +102,37 @@ def test_glob_escape_makes_a_prefix_literal() -> None:
 
 
 class FakeRedis:
-    """Enough of redis.asyncio.Redis for the guard's event handling: scripts record the keys they got."""
+    """Enough of redis.asyncio.Redis for the guard's event handling: records what it unlinks."""
 
     def __init__(self) -> None:
         self.deleted: list[str] = []
         self.connection_pool: Any = type("Pool", (), {"connection_kwargs": {"db": 3}})()
 
-    def register_script(self, _source: str) -> Any:
-        async def run(keys: list[str]) -> int:
-            self.deleted.append(keys[0])
-            return 1
-
-        return run
+    async def unlink(self, key: str) -> int:
+        self.deleted.append(key)
+        return 1
 
 
-def test_the_guard_follows_misses_markers_and_writes_and_ignores_its_own_keys() -> None:
+def test_the_guard_follows_misses_announcements_and_writes_and_ignores_leases() -> None:
     fake = FakeRedis()
-    guard = KeyspaceGuard(fake, prefix="app:", marker_ttl=2.0, metrics=WorkerMetrics())  # type: ignore[arg-type]
+    guard = KeyspaceGuard(
+        fake,  # type: ignore[arg-type]
+        prefix="app:",
+        channel="app:slotguard:invalidated",
+        window=2.0,
+        metrics=WorkerMetrics(),
+    )
     assert guard.pattern == "__keyspace@3__:app:*"
 
     async def play() -> None:
         await guard.handle("app:k", b"keymiss")
+        await guard.handle("app:j", b"keymiss")
         await guard.handle("app:k" + LEASE_SUFFIX, b"set")
-        await guard.handle("app:k" + MARKER_SUFFIX, b"set")
-        await guard.handle("app:k", b"set")
-        await guard.handle("app:k", b"set")
+        guard.announced(b'["app:k", "app:other"]')
+        guard.announced(b"not json")
+        await guard.handle("app:k", b"set")  # the slow reader: deleted
+        await guard.handle("app:k", b"set")  # after it: left alone
+        await guard.handle("app:j", b"set")  # never invalidated: left alone
 
     asyncio.run(play())
     assert fake.deleted == ["app:k"]
