@@ -1,9 +1,9 @@
 """Commit → key gone, end to end on a running stack (relay and worker), at a fixed rate of changes.
 
-An open-loop load generator commits booking changes -- 60 % creates, 20 % reschedules, 20 % cancellations,
-each its own transaction -- at ``rate`` per second. Before each commit it caches one key the change must
-delete (a **sentinel**; every change gets hours no other change touches, so a sentinel is deleted by its own
-change only). An observer subscribed to Redis' ``del`` keyevents timestamps each sentinel's deletion, and a
+An open-loop load generator commits booking changes -- 60 % creates, 20 % reschedules, 20 % cancellations
+(a create stands in while no appointment has settled), each its own transaction -- at ``rate`` per second.
+Before each commit it caches one key the change must delete (a **sentinel**; every change gets hours no
+other change touches, so a sentinel is deleted by its own change only). An observer subscribed to Redis' ``del`` keyevents timestamps each sentinel's deletion, and a
 consumer of the appointments topic reads each change's ``source.ts_ms`` (the database commit), the
 envelope's ``ts_ms`` (Debezium read it) and the record timestamp (the relay produced it). All clocks are this
 machine's wall clock.
@@ -37,6 +37,9 @@ from processor.core.config import CoreConfig
 COMPANY, BRANCH, SERVICE, EVENT_TYPE = 15, 1, 1, 123
 BASE = datetime(2045, 1, 2, 0, tzinfo=UTC)
 STAGES = ("commit_to_debezium", "debezium_to_kafka", "kafka_to_unlink")
+#: Reschedules and cancellations pick appointments whose last change is older than this: the worker's second
+#: delete of that change (SLOTGUARD_SECOND_DELETE_AFTER, 1.5 s) must not take the next change's sentinel.
+SETTLED_S = 3.0
 
 
 @dataclass
@@ -113,7 +116,8 @@ class Load:
         self.samples: list[Sample] = []
         self.sentinels: dict[str, Sample] = {}
         self.by_appointment: dict[int, deque[Sample]] = defaultdict(deque)
-        self.live: list[tuple[int, int]] = []  # (appointment id, hour index)
+        #: (appointment id, hour index, when its last change committed)
+        self.live: list[tuple[int, int, float]] = []
         self.next_hour = 0
         self.generated = False
         self.gone = 0
@@ -136,9 +140,21 @@ class Load:
         self.next_hour += 1
         return self.next_hour
 
+    def _settled(self) -> int | None:
+        """Index in ``live`` of an appointment whose last change is older than :data:`SETTLED_S`."""
+        cutoff = time.time() - SETTLED_S
+        for _ in range(8):
+            if not self.live:
+                return None
+            index = self.rng.randrange(len(self.live))
+            if self.live[index][2] < cutoff:
+                return index
+        return None
+
     async def one_change(self, conn: psycopg.AsyncConnection[Any], cache: aioredis.Redis) -> None:
         roll = self.rng.random()
-        if roll < 0.6 or len(self.live) < 10:
+        settled = None if roll < 0.6 else self._settled()
+        if settled is None:
             hour = self.new_hour()
             statement = (
                 "INSERT INTO appointments (company_id, branch_id, service_id, starts_at, ends_at, status, "
@@ -149,7 +165,7 @@ class Load:
             sentinel = self.key(hour)
             appointment = None
         else:
-            appointment, old = self.live.pop(self.rng.randrange(len(self.live)))
+            appointment, old, _ = self.live.pop(settled)
             if roll < 0.8:
                 hour = self.new_hour()
                 starts = BASE + timedelta(hours=3 * hour)
@@ -171,7 +187,7 @@ class Load:
         appointment = int(row[0])
         self.by_appointment[appointment].append(sample)
         if hour >= 0:
-            self.live.append((appointment, hour))
+            self.live.append((appointment, hour, sample.commit_wall))
 
     async def generate(self, rate: float, seconds: float, connections: int) -> float:
         """Commit changes at ``rate`` for ``seconds`` (open loop); returns the achieved rate."""
