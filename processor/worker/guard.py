@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
@@ -229,6 +229,18 @@ class KeyspaceGuard:
                 self.tracker.precise = misses
                 self._metrics.guard_active.set(1 if verified else 0)
                 await self._listen(covering=verified)
+            except NoPermissionError as exc:
+                # An ACL user without rights to the channels (Redis 7 grants none by default): nothing to
+                # retry. The second delete covers every invalidation from here on.
+                self._metrics.guard_active.set(0)
+                log.warning(
+                    "keyspace guard off: the Redis user may not subscribe (%s) -- grant it the channels "
+                    "%s and %s (ACL &...), then restart the worker; the second delete covers the race meanwhile",
+                    str(exc).splitlines()[0],
+                    self.pattern,
+                    self.channel,
+                )
+                return
             except (RedisError, OSError) as exc:
                 self._metrics.guard_active.set(0)
                 self._attempt += 1

@@ -54,7 +54,8 @@ _INVALIDATE = """
 if ARGV[1] ~= '' then
   local keys = {}
   for i = 2, #KEYS do keys[#keys + 1] = KEYS[i] end
-  redis.call('PUBLISH', ARGV[1], cjson.encode(keys))
+  -- pcall: a Redis user without channel rights must not lose the invalidation (the guard is off then).
+  redis.pcall('PUBLISH', ARGV[1], cjson.encode(keys))
 end
 local found = 0
 for i = 2, #KEYS do

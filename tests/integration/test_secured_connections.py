@@ -135,6 +135,9 @@ def test_the_worker_invalidates_through_tls_with_an_acl_user_and_no_secret_leaks
         "doctor and connector render": operator_output.out + operator_output.err,
     }
     assert "✓ redis reachable" in written["doctor and connector render"]
+    # The ACL user has keys but no channels (Redis 7's default): the invalidation must not depend on the
+    # guard's announcement, and the guard says once why it is off.
+    assert written["worker log"].count("keyspace guard off: the Redis user may not subscribe") == 1
     for where, text in written.items():
         for secret in (REDIS_PASSWORD, PG_PASSWORD, KAFKA_PASSWORD):
             assert secret not in text, f"{where} shows a password"
