@@ -228,7 +228,7 @@ class Settings(BaseSettings):
         default=10,
         ge=1,
         description="Debezium poll.interval.ms: how long the connector waits for changes before a batch "
-        "(Debezium's own default, 500, adds up to that much latency; below ~5 ms the relay busy-polls).",
+        "(Debezium's own default, 500, adds up to that much latency; stay at >= 5 ms on small machines).",
     )
     heartbeat_interval_ms: int = Field(default=10_000, ge=0, description="Debezium heartbeat.interval.ms.")
     relay_heap_mb: int = Field(

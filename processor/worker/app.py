@@ -113,7 +113,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         metrics=metrics,
         ca_file=config.redis_ca_file,
         second_delete_after=config.second_delete_after,
-        schedule_key=f"{config.redis_key_prefix}slotguard:second-delete",
+        key_prefix=config.redis_key_prefix,
         guard_window=config.guard_window,
         revoke_leases=config.revoke_leases,
     )

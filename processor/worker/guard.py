@@ -169,7 +169,6 @@ class KeyspaceGuard:
         db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
         self.channel_prefix = f"__keyspace@{db}__:"
         self.pattern = self.channel_prefix + glob_escape(prefix) + "*"
-        self.subscribed = asyncio.Event()
         #: Wall-clock time since which the guard has watched without a gap (None: not watching). The second
         #: delete skips invalidations made while the guard was watching (and saw the misses before them).
         self.covering_since: float | None = None
@@ -260,7 +259,6 @@ class KeyspaceGuard:
             # One connection for both: Redis delivers its messages in the order it generated them.
             await pubsub.psubscribe(self.pattern)
             await pubsub.subscribe(self.channel)
-            self.subscribed.set()
             if covering:
                 self.covering_since = self._clock()
             self._attempt = 0
@@ -282,6 +280,5 @@ class KeyspaceGuard:
                     self.tracker.prune()
                     pruned = time.monotonic()
         finally:
-            self.subscribed.clear()
             self.covering_since = None
             await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -25,6 +25,8 @@ log = logging.getLogger("slotguard.worker.redis")
 
 #: Keys per UNLINK command; a batch larger than this becomes several commands in one pipeline.
 UNLINK_CHUNK = 1000
+#: Sorted set (after the key prefix) of the keys whose second delete is due, scored by when.
+SCHEDULE_KEY = "slotguard:second-delete"
 #: Pub/sub channel (after the key prefix) on which each invalidation announces its keys to the keyspace guard.
 INVALIDATIONS_CHANNEL = "slotguard:invalidated"
 
@@ -98,7 +100,7 @@ class RedisInvalidator:
         client: aioredis.Redis | None = None,
         ca_file: str | None = None,
         second_delete_after: float = 0.0,
-        schedule_key: str = "slotguard:second-delete",
+        key_prefix: str = "",
         guard_window: float = 0.0,
         revoke_leases: bool = False,
         clock: Callable[[], float] = time.time,
@@ -110,11 +112,12 @@ class RedisInvalidator:
         #: after the first delete is gone then. The schedule is a sorted set in Redis itself (member = key,
         #: score = when), written in the same round trip as the UNLINK, so a worker crash cannot drop it.
         self._second_delete_after = second_delete_after
-        self.schedule_key = schedule_key
+        #: Both live under the cache's key prefix, inside the ACL pattern of the cache's Redis user.
+        self.schedule_key = key_prefix + SCHEDULE_KEY
         #: Seconds the keyspace guard watches a key after its invalidation (0: no guard). With a guard, every
         #: invalidation announces its keys on ``channel`` (:mod:`processor.worker.guard`).
         self.guard_window = guard_window
-        self.channel = schedule_key.removesuffix("slotguard:second-delete") + INVALIDATIONS_CHANNEL
+        self.channel = key_prefix + INVALIDATIONS_CHANNEL
         self._announce = guard_window > 0
         #: Revoke the reader leases (:mod:`processor.worker.leases`) in the same UNLINK command as the keys,
         #: so a leased fill can never land between the two.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
 import time
 from collections import defaultdict, deque
@@ -28,10 +27,10 @@ from typing import Any
 import orjson
 import psycopg
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
 from processor.core.config import CoreConfig
+from slotguard.operate.kafka_group import follow_from_end
+from slotguard.sim.checker import percentile
 
 #: Demo service 1: company 15, branch 1, event type 123 (schemas/sql/002_demo_services.sql).
 COMPANY, BRANCH, SERVICE, EVENT_TYPE = 15, 1, 1, 123
@@ -88,10 +87,8 @@ class E2EResult:
 
 
 def _q(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    index = min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))  # nearest rank
-    return round(values[index], 1)
+    value = percentile(values, q)
+    return None if value is None else round(value, 1)
 
 
 class Load:
@@ -253,26 +250,8 @@ class Load:
             await cache.aclose()
 
     async def read_topic(self, ready: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(**self.kafka_options, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            if not partitions:
-                await consumer.topics()
-                partitions = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_end(*tps)
-            for tp in tps:
-                await consumer.position(tp)
-            ready.set()
-            while True:
-                batches = await consumer.getmany(timeout_ms=100)
-                for records in batches.values():
-                    for record in records:
-                        self._matched(record.value, record.timestamp)
-        finally:
-            await consumer.stop()
+        async for record in follow_from_end(self.kafka_options, self.topic, ready):
+            self._matched(record.value, record.timestamp)
 
     def _matched(self, value: bytes | None, kafka_ms: int) -> None:
         with contextlib.suppress(ValueError, TypeError, AttributeError):

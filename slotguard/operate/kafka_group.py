@@ -7,9 +7,10 @@ while the group has no active member.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -106,5 +107,29 @@ async def commit_offsets_as_member(
                 )
             await asyncio.sleep(0.1)
         await consumer.commit({tp: OffsetAndMetadata(offsets[tp.partition], "") for tp in wanted})
+    finally:
+        await consumer.stop()
+
+
+async def follow_from_end(options: dict[str, Any], topic: str, ready: asyncio.Event) -> AsyncIterator[Any]:
+    """Every record of every partition of ``topic`` written from now on (a group-less consumer positioned at
+    the end; ``ready`` is set once it is), until the caller stops iterating."""
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        ready.set()
+        while True:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                for record in records:
+                    yield record
     finally:
         await consumer.stop()

@@ -14,6 +14,7 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 
 import orjson
 import psycopg
@@ -90,7 +91,7 @@ class Business:
         open_hours = self._open
         return tuple(h for h in (hour - HOUR, hour, hour + HOUR) if h in open_hours)
 
-    @property
+    @cached_property
     def _open(self) -> frozenset[int]:
         return frozenset(self.hours)
 

@@ -147,14 +147,15 @@ class Checker:
 
     def invalidated_between(self, slot: Slot, after: float, before: float) -> bool:
         """Whether ``slot`` was invalidated in ``[after, before)``."""
-        times = self._invalidations.get(slot)
+        times = self._invalidations.get(slot)  # sorted by figures()
         if not times:
             return False
-        times.sort()
         index = bisect.bisect_left(times, after)
         return index < len(times) and times[index] < before
 
     def figures(self) -> Figures:
+        for times in self._invalidations.values():
+            times.sort()  # arrive nearly in order; bisected below
         for stretches in self._bookings.values():
             for stretch in stretches:
                 stretch.last_stale_read = None

@@ -19,11 +19,10 @@ from typing import Any, cast
 import orjson
 import psycopg
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 from psycopg import errors as pg_errors
 
 from processor.worker.leases import LeasedCache
+from slotguard.operate.kafka_group import follow_from_end
 from slotguard.sim.business import (
     ADMIN_CLEAR,
     BOOKED_HOURS,
@@ -254,26 +253,8 @@ class Simulation:
         }
         # Wall clock -> this run's monotonic clock (the checker's), fixed once.
         offset = time.time() - self.clock()
-        consumer = AIOKafkaConsumer(**self.events.options, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = consumer.partitions_for_topic(self.events.topic) or set()
-            if not partitions:
-                await consumer.topics()
-                partitions = consumer.partitions_for_topic(self.events.topic) or set()
-            tps = [TopicPartition(self.events.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_end(*tps)
-            for tp in tps:
-                await consumer.position(tp)
-            ready.set()
-            while True:
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    for record in records:
-                        self._invalidated(by_tenant, record.value, record.timestamp / 1000 - offset)
-        finally:
-            await consumer.stop()
+        async for record in follow_from_end(self.events.options, self.events.topic, ready):
+            self._invalidated(by_tenant, record.value, record.timestamp / 1000 - offset)
 
     def _invalidated(
         self, by_tenant: dict[tuple[str, str, str], int], value: bytes | None, at: float

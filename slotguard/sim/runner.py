@@ -9,8 +9,6 @@ commit→delete histogram holds this mode's changes and nothing else.
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +20,7 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.errors import DependencyError
+from slotguard.bench.run import machine
 from slotguard.dev.procs import RssPeaks
 from slotguard.dev.stack import DevStack, StackInfo
 from slotguard.operate.kafka_group import committed_and_end_offsets, quiet_kafka_client
@@ -103,22 +102,6 @@ def wait_caught_up(settings: Settings, deadline_s: float = CATCH_UP_DEADLINE_S) 
     raise SimulationError(
         f"the worker did not catch up within {deadline_s:.0f} s; changes behind per partition: {behind}"
     )
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next(
-                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), ""
-            )
-    except OSError:
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "cpu": model or platform.processor(),
-        "python": platform.python_version(),
-    }
 
 
 ModeEvent = Callable[[str, str], None]

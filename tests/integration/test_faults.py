@@ -34,6 +34,7 @@ import redis
 
 from processor.core.derive import process_change
 from processor.core.resolver import InMemoryResolver, ServiceInfo
+from processor.worker.invalidator import SCHEDULE_KEY
 from slotguard.dev.parts import free_port
 from slotguard.dev.stack import DevStack
 from slotguard.settings import Settings
@@ -242,7 +243,7 @@ def test_no_invalidation_is_lost_under_kills_and_outages(
     read_topic(env["SLOTGUARD_KAFKA_BOOTSTRAP"], settings.events_topic, at_least=len(noise_ids), timeout=180)
     # ...and once their second deletes ran: a key cached within SLOTGUARD_SECOND_DELETE_AFTER of its first
     # delete is deleted again by design (a fresh fill's cost), which is not what this test is about.
-    schedule = f"{settings.redis_key_prefix}slotguard:second-delete"
+    schedule = settings.redis_key_prefix + SCHEDULE_KEY
     wait_until(lambda: client.zcard(schedule) == 0, timeout=60, what=f"the second deletes in {schedule}")
     sentinels = [
         f"cal_slots_{SENTINEL_COMPANY}_1_123_{FIRST_DAY + timedelta(hours=h):%Y-%m-%d-%H}_"

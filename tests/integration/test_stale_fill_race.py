@@ -46,6 +46,14 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         w.stop()
 
 
+def _wait_guard_watching(worker: WorkerProcess) -> None:
+    wait_until(
+        lambda: worker.metric("slotguard_guard_active") == 1,
+        timeout=30,
+        what=lambda: f"the keyspace guard to subscribe; log:\n{worker.log_tail()}",
+    )
+
+
 def _book(stack: Any, topics: Topics, appointment: int, starts: datetime) -> None:
     booked = row(appointment, starts=starts, status="booked")
     produce(
@@ -129,11 +137,7 @@ def test_the_guarded_worker_removes_a_stale_fill_that_lands_after_its_delete(
     worker = start_worker(worker_settings(dev_stack, topics, key_prefix, **closer))
     client = redis.Redis.from_url(dev_stack.redis_url)
     if closer["guard_window"]:
-        wait_until(
-            lambda: worker.metric("slotguard_guard_active") == 1,
-            timeout=30,
-            what=lambda: f"the keyspace guard to subscribe; log:\n{worker.log_tail()}",
-        )
+        _wait_guard_watching(worker)
     key = _race(dev_stack, topics, client, key_prefix, worker)
     client.set(key, STALE, ex=300)  # lands after the delete
     wait_until(
@@ -182,11 +186,7 @@ def test_the_guard_leaves_a_fresh_fill_alone_when_nobody_was_filling_at_the_dele
     worker = start_worker(
         worker_settings(dev_stack, topics, key_prefix, guard_window=30.0, second_delete_after=0)
     )
-    wait_until(
-        lambda: worker.metric("slotguard_guard_active") == 1,
-        timeout=30,
-        what=lambda: f"the keyspace guard to subscribe; log:\n{worker.log_tail()}",
-    )
+    _wait_guard_watching(worker)
     client = redis.Redis.from_url(dev_stack.redis_url)
     # Nobody misses before the booking: the key is simply not cached.
     key = _race(dev_stack, topics, client, key_prefix, worker, before_write=lambda _key: None)
