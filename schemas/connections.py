@@ -74,6 +74,26 @@ class KafkaConnection:
             options["sasl_plain_password"] = self.password.get_secret_value()
         return options
 
+    def librdkafka_options(self) -> dict[str, str]:
+        """Configuration of librdkafka clients (the worker's event publisher, ``confluent-kafka``)."""
+        options = {"bootstrap.servers": ",".join(self.servers), "security.protocol": self.security_protocol}
+        if self.uses_tls:
+            if self.ca_file:
+                options["ssl.ca.location"] = self.ca_file
+            if self.cert_file:
+                options["ssl.certificate.location"] = self.cert_file
+                # Like Python's load_cert_chain: without a key file the key is in the certificate file.
+                options["ssl.key.location"] = self.key_file or self.cert_file
+        if self.uses_sasl:
+            if not self.username or self.password is None:
+                raise ConfigError(
+                    f"Kafka {self.security_protocol} needs SLOTGUARD_KAFKA_USERNAME and SLOTGUARD_KAFKA_PASSWORD"
+                )
+            options["sasl.mechanism"] = self.sasl_mechanism
+            options["sasl.username"] = self.username
+            options["sasl.password"] = self.password.get_secret_value()
+        return options
+
     def java_properties(self) -> dict[str, str]:
         """Properties of Kafka's Java clients (the relay's producer and admin client)."""
         props = {"bootstrap.servers": ",".join(self.servers), "security.protocol": self.security_protocol}

@@ -144,7 +144,11 @@ class Settings(BaseSettings):
         default=6066, ge=0, le=65535, description="Worker HTTP port: /metrics and /healthz."
     )
     web_host: str = Field(default="127.0.0.1", description="Worker HTTP bind address.")
-    batch_size: int = Field(default=500, ge=1, description="Changes per Redis UNLINK batch.")
+    batch_size: int = Field(
+        default=2000,
+        ge=1,
+        description="Most changes per batch (one Redis round trip, one Kafka flush, one commit).",
+    )
     batch_timeout: float = Field(
         default=0.005,
         gt=0,

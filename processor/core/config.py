@@ -14,6 +14,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from processor.core.classify import StatusPolicy
+from processor.core.fastpath import FastPath
 from processor.core.keys import DEFAULT_MAX_TENANT_ID_LENGTH, KeyTemplate, TenantGuard
 from processor.core.window import HourWindow
 from schemas.errors import ConfigError
@@ -38,6 +39,9 @@ class CoreConfig:
     unknown_event_type: UnknownEventTypePolicy
     source_zone: tzinfo
     appointments_table: str = "appointments"
+    #: The compiled fast path (``None`` when the column mapping cannot have one): see
+    #: :mod:`processor.core.fastpath`.
+    fast: FastPath | None = None
 
     @classmethod
     def build(
@@ -68,15 +72,27 @@ class CoreConfig:
         except ColumnMappingError as exc:
             raise ConfigError(f"SLOTGUARD_SERVICE_COLUMNS: {exc}") from None
         template = KeyTemplate(key_template, key_zone)
+        statuses = StatusPolicy.of(frozenset(occupying_statuses), frozenset(non_occupying_statuses))
+        window = HourWindow(key_zone, hours_before, hours_after)
+        guard = TenantGuard(tenant_id_pattern, template.separators, max_tenant_id_length)
         return cls(
             appointments=appointments,
             services=services,
-            statuses=StatusPolicy.of(frozenset(occupying_statuses), frozenset(non_occupying_statuses)),
-            window=HourWindow(key_zone, hours_before, hours_after),
+            statuses=statuses,
+            window=window,
             template=template,
-            guard=TenantGuard(tenant_id_pattern, template.separators, max_tenant_id_length),
+            guard=guard,
             redis_key_prefix=redis_key_prefix,
             unknown_event_type=unknown_event_type,
             source_zone=source_zone,
             appointments_table=appointments_table,
+            fast=FastPath.compile(
+                columns=appointments.columns,
+                source_zone=source_zone,
+                statuses=statuses,
+                window=window,
+                template=template,
+                guard=guard,
+                redis_key_prefix=redis_key_prefix,
+            ),
         )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import orjson
 
 from processor.core.classify import Classification, Kind
 from processor.core.config import CoreConfig
+from processor.core.outcome import EventRecord, Outcome
 from processor.core.read import ReadChange, read_change
 from processor.core.resolver import EventTypeResolver
 from processor.core.window import MAX_BUCKETS
@@ -26,24 +26,6 @@ from schemas.events import (
     BookingEvent,
 )
 from schemas.rows import AppointmentRow
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one change yields. ``keys`` are sorted and unique; ``redis_keys`` are them with the prefix."""
-
-    events: list[BookingEvent] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    redis_keys: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    #: How many of the change's windows (old, new) had no resolvable event type -- for metrics, so
-    #: callers need not parse warning text.
-    unresolved_event_types: int = 0
-    #: The change's Debezium op (``None`` for a tombstone) and commit time (``source.ts_ms``, else the
-    #: envelope's ``ts_ms``), so the worker can label metrics without decoding the record a second time.
-    op: str | None = None
-    source_ts_ms: int | None = None
-
 
 # --- event ids --------------------------------------------------------------------------------------
 
@@ -263,7 +245,9 @@ def derive(read: ReadChange, config: CoreConfig, resolver: EventTypeResolver) ->
     ordered = sorted(keys)
     prefix = config.redis_key_prefix
     return Outcome(
-        events=[event] if event is not None else [],
+        records=[EventRecord(event.type, event.appointment_id.encode(), event.to_json())]
+        if event is not None
+        else [],
         keys=ordered,
         redis_keys=[prefix + k for k in ordered] if prefix else list(ordered),
         warnings=list(dict.fromkeys(warnings)) if warnings else warnings,
@@ -273,7 +257,14 @@ def derive(read: ReadChange, config: CoreConfig, resolver: EventTypeResolver) ->
     )
 
 
+def reference_outcome(value: bytes | str | None, config: CoreConfig, resolver: EventTypeResolver) -> Outcome:
+    """The reference path alone: read and derive, every shape of change. The fast path is proven against it."""
+    return derive(read_change(value, config), config, resolver)
+
+
 def process_change(value: bytes | str | None, config: CoreConfig, resolver: EventTypeResolver) -> Outcome:
     """Read and derive in one call, for a resolver that already knows everything (``slotguard explain``,
-    tests). Raises :class:`~schemas.errors.InputError` subclasses with a one-line message."""
-    return derive(read_change(value, config), config, resolver)
+    tests, the bench): the fast path where it applies, else the reference path -- the same outcome either
+    way. Raises :class:`~schemas.errors.InputError` subclasses with a one-line message."""
+    fast = config.fast.outcome(value, resolver) if config.fast is not None else None
+    return fast if fast is not None else derive(read_change(value, config), config, resolver)

@@ -3,9 +3,9 @@
 The template (``SLOTGUARD_KEY_TEMPLATE``) is a ``str.format`` template over ``company``, ``branch``,
 ``event_type``, ``start`` and ``end``; ``start``/``end`` are the bucket's bounds rendered in the key zone
 with their ``strftime`` spec (default ``%Y-%m-%d-%H``), and a null branch renders empty. The template is
-compiled once: tenant parts are substituted once per (company, branch, event type), bucket times are
-rendered once per bucket, and the keys of a window (up to a day long) once per tenant, event type and
-window -- all in bounded caches.
+compiled once: tenant parts are substituted once per (company, branch, event type) and bucket times
+rendered once per bucket, in bounded caches; when the tenant fields all come before the times (the default
+template), a key is a cached tenant head plus a cached bucket tail.
 
 Tenant ids must be integers (or fully match ``SLOTGUARD_TENANT_ID_PATTERN``), and even a configured
 pattern cannot admit what could widen a Redis pattern or split a key: ``* ? [ ] \\``, whitespace, control
@@ -31,9 +31,6 @@ _GLOB_AND_ESCAPE: Final = "*?[]\\"
 #: refused, not turned into a key.
 _INTEGER: Final = re.compile(r"-?[0-9]{1,19}")
 _CACHE_LIMIT: Final = 1 << 16
-#: Rendered windows kept, and the longest one kept (in buckets): at most ~10 MB of keys, typically ~1 MB.
-_KEY_CACHE_LIMIT: Final = 1 << 12
-_KEY_CACHE_SPAN: Final = 24
 _HOUR: Final = timedelta(hours=1)
 
 
@@ -41,9 +38,11 @@ class KeyTemplate:
     """A compiled key template."""
 
     __slots__ = (
-        "_key_cache",
+        "_head_cache",
         "_pieces",
         "_prefix_cache",
+        "_split",
+        "_tail_cache",
         "_time_cache",
         "_time_specs",
         "_zone",
@@ -99,7 +98,13 @@ class KeyTemplate:
         self._time_specs = tuple(time_specs)
         self._time_cache: dict[int, tuple[str, ...]] = {}
         self._prefix_cache: dict[tuple[str, str, str], str] = {}
-        self._key_cache: dict[tuple[str, tuple[int, ...]], tuple[str, ...]] = {}
+        # Most templates name the tenant before the times (the default does): then a key is a per-tenant
+        # head plus a per-bucket tail, two cache hits and one concatenation -- no format() per key.
+        first_time = next((i for i, (_t, n) in enumerate(pieces) if n is not None and n.startswith("#")), 0)
+        tenant_after = any(n in TENANT_FIELDS for _t, n in pieces[first_time:])
+        self._split: int | None = None if tenant_after else first_time
+        self._head_cache: dict[tuple[str, str, str], str] = {}
+        self._tail_cache: dict[int, str] = {}
 
     def _tenant_format(self, company: str, branch: str, event_type: str) -> str:
         key = (company, branch, event_type)
@@ -131,25 +136,59 @@ class KeyTemplate:
             self._time_cache[bucket] = times
         return times
 
+    @property
+    def tails(self) -> dict[int, str]:
+        """Bucket -> rendered tail, filled by :meth:`tail` (for callers that inline the lookup)."""
+        return self._tail_cache
+
+    def head(self, company: str, branch: str | None, event_type: str | None) -> str:
+        """The part of every key of this tenant before the first time field; "" when a tenant field
+        follows a time field (then only :meth:`render` renders)."""
+        if self._split is None:
+            return ""
+        return self._head(company, branch or "", event_type or "")
+
+    def _head(self, company: str, branch: str, event_type: str) -> str:
+        key = (company, branch, event_type)
+        head = self._head_cache.get(key)
+        if head is None:
+            values = {"company": company, "branch": branch, "event_type": event_type}
+            head = "".join(
+                text if name is None else values[name] for text, name in self._pieces[: self._split]
+            )
+            if len(self._head_cache) >= _CACHE_LIMIT:
+                self._head_cache.clear()
+            self._head_cache[key] = head
+        return head
+
+    def tail(self, bucket: int) -> str:
+        """The part of a key from the first time field on, for ``bucket`` (split templates only)."""
+        return self._tail(bucket)
+
+    def _tail(self, bucket: int) -> str:
+        tail = self._tail_cache.get(bucket)
+        if tail is None:
+            times = self._times(bucket)
+            tail = "".join(
+                text if name is None else times[int(name[1:])] for text, name in self._pieces[self._split :]
+            )
+            if len(self._tail_cache) >= _CACHE_LIMIT:
+                self._tail_cache.clear()
+            self._tail_cache[bucket] = tail
+        return tail
+
     def render(
         self, company: str, branch: str | None, event_type: str | None, buckets: Iterable[int]
     ) -> list[str]:
         """Keys for one tenant/event type over ``buckets`` (bucket starts, epoch seconds).
 
         Parts must already be checked by :class:`TenantGuard`; ``None`` renders empty."""
+        if self._split is not None:
+            head = self._head(company, branch or "", event_type or "")
+            tails = self._tail_cache
+            return [head + (tails.get(b) or self._tail(b)) for b in buckets]
         fmt = self._tenant_format(company, branch or "", event_type or "")
-        # The same tenant and event type over the same hours recurs (several bookings of one service in
-        # one hour, reschedules, redeliveries): the rendered keys are cached per window.
-        span = tuple(buckets)
-        keys = self._key_cache.get((fmt, span))
-        if keys is None:
-            keys = tuple([fmt.format(*self._times(b)) for b in span])
-            if len(span) > _KEY_CACHE_SPAN:
-                return list(keys)
-            if len(self._key_cache) >= _KEY_CACHE_LIMIT:
-                self._key_cache.clear()
-            self._key_cache[(fmt, span)] = keys
-        return list(keys)
+        return [fmt.format(*self._times(b)) for b in buckets]
 
 
 #: Longest tenant id (company, branch, event type) that may become part of a key.

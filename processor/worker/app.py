@@ -153,7 +153,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         kafka=config.kafka,
         group=config.consumer_group,
         topic=config.appointments_topic,
-        handle=handler.handle,
+        handler=handler,
         metrics=metrics,
         batch_size=config.batch_size,
         batch_timeout=config.batch_timeout,

@@ -5,8 +5,9 @@ and it acks generation-skipped events after a rebalance (docs/worker.md has the 
 consumer keeps the commit rules simple enough to state and test:
 
 1. a batch is ``getmany`` (records of each partition in offset order) handed whole to the
-   :class:`~processor.worker.handler.BatchHandler`, which returns only once Redis and Kafka acknowledged
-   everything the batch owed;
+   :class:`~processor.worker.handler.BatchHandler`: ``prepare`` derives it, ``complete`` returns only once
+   Redis and Kafka acknowledged everything the batch owed. The next batch may be prepared meanwhile, but
+   batches complete one after the other, in order;
 2. only then is each partition's next offset (last record + 1) committed -- never past a record that was
    not fully handled, since a batch is handled completely or not at all;
 3. commits go only to partitions still assigned; on revocation whatever is done but not yet committed is
@@ -17,35 +18,32 @@ consumer keeps the commit rules simple enough to state and test:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence, Sized
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from processor.worker.dlq import SourceRecord
+from processor.worker.dlq import Record
 from processor.worker.metrics import WorkerMetrics
 from schemas.connections import KafkaConnection
 
 log = logging.getLogger("slotguard.worker.consumer")
 
-Handle = Callable[[Sequence[SourceRecord]], Awaitable[object]]
 
+class Handler(Protocol):
+    """What the consumer drives (:class:`~processor.worker.handler.BatchHandler`): ``prepare`` derives a
+    batch, ``complete`` deletes and publishes it and returns once everything is acknowledged. aiokafka's
+    ConsumerRecords are handed over as they are (they satisfy :class:`Record`): wrapping each one cost more
+    than the rest of the consumer's work per record."""
 
-def source_record(record: Any) -> SourceRecord:
-    """aiokafka's ConsumerRecord -> the worker's SourceRecord (bytes untouched)."""
-    headers = record.headers or ()
-    return SourceRecord(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=tuple((str(k), bytes(v or b"")) for k, v in headers),
-    )
+    async def prepare(self, records: Sequence[Record]) -> Sized: ...
+
+    async def complete(self, batch: Any) -> object: ...
 
 
 class AppointmentsConsumer:
@@ -57,7 +55,7 @@ class AppointmentsConsumer:
         kafka: KafkaConnection,
         group: str,
         topic: str,
-        handle: Handle,
+        handler: Handler,
         metrics: WorkerMetrics,
         batch_size: int = 500,
         batch_timeout: float = 0.005,
@@ -70,7 +68,7 @@ class AppointmentsConsumer:
         self._kafka = kafka
         self._group = group
         self._topic = topic
-        self._handle = handle
+        self._handler = handler
         self._metrics = metrics
         self._batch_size = batch_size
         self._batch_timeout_ms = max(1, int(batch_timeout * 1000))
@@ -114,30 +112,51 @@ class AppointmentsConsumer:
         )
 
     async def run(self) -> None:
-        """Consume until cancelled; the consumer leaves the group on the way out."""
+        """Consume until cancelled; the consumer leaves the group on the way out.
+
+        Two batches overlap: while one is completing (Redis, then Kafka acknowledging), the next is fetched
+        and derived -- CPU work that would otherwise wait for those round trips. Completion stays in order:
+        a batch starts deleting only after the previous one completed and committed."""
         consumer = self._consumer = self._new_consumer()
         consumer.subscribe([self._topic], listener=_Listener(self))
         await consumer.start()
         self.running = True
+        completing: asyncio.Task[None] | None = None
         try:
             while True:
                 batch = await consumer.getmany(
                     timeout_ms=self._batch_timeout_ms, max_records=self._batch_size
                 )
+                if completing is not None and (completing.done() or not batch):
+                    await completing  # re-raises what the completion raised
+                    completing = None
                 if not batch:
                     continue
-                records = [source_record(r) for tp in sorted(batch) for r in batch[tp]]
-                await self._handle(records)
-                for tp, recs in batch.items():
-                    if recs:
-                        self._done[tp] = recs[-1].offset + 1
-                await self.commit(consumer, set(batch))
+                records = [r for tp in sorted(batch) for r in batch[tp]]
+                prepared = await self._handler.prepare(records)
+                if completing is not None:
+                    await completing
+                ends = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+                completing = asyncio.create_task(self._complete(consumer, prepared, ends))
         finally:
             self.running = False
             try:
+                if completing is not None and not completing.done():
+                    # Not waited for: it may be retrying against a dead Redis; nothing of it is committed
+                    # and the partitions' next owner redoes it (rule 3).
+                    completing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await completing
                 await consumer.stop()
             finally:
                 self._consumer = None
+
+    async def _complete(
+        self, consumer: AIOKafkaConsumer, prepared: Sized, ends: dict[TopicPartition, int]
+    ) -> None:
+        await self._handler.complete(prepared)
+        self._done.update(ends)
+        await self.commit(consumer, set(ends))
 
     async def commit(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         """Commit what is done on ``partitions`` that are still ours (and not committed yet)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 #: Header names, stable for consumers of the dead-letter topic.
 H_ERROR = "slotguard.error"
@@ -21,6 +22,23 @@ MAX_ERROR_BYTES = 1024
 Headers = Sequence[tuple[str, bytes]]
 
 
+class Record(Protocol):
+    """A consumed Kafka record as the worker reads it: aiokafka's ``ConsumerRecord`` is one, unwrapped."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
     """A consumed Kafka record, as much of it as the worker needs (bytes untouched)."""
@@ -33,7 +51,7 @@ class SourceRecord:
     headers: Headers = ()
 
 
-def dead_letter_headers(record: SourceRecord, error: Exception) -> list[tuple[str, bytes]]:
+def dead_letter_headers(record: Record, error: Exception) -> list[tuple[str, bytes]]:
     """The record's own headers followed by the ``slotguard.*`` headers describing ``error``."""
     message = str(error).replace("\n", " ").encode("utf-8", "replace")[:MAX_ERROR_BYTES]
     ours = [
@@ -45,5 +63,9 @@ def dead_letter_headers(record: SourceRecord, error: Exception) -> list[tuple[st
     ]
     # Drop any slotguard.* headers the record already carried (a record re-driven from the DLQ), except
     # the replay marker: a replayed record that fails again stays marked as replayed.
-    kept = [(k, v) for k, v in record.headers if not k.startswith("slotguard.") or k == H_REPLAYED_FROM]
+    kept = [
+        (str(k), bytes(v or b""))
+        for k, v in record.headers or ()
+        if not k.startswith("slotguard.") or k == H_REPLAYED_FROM
+    ]
     return kept + ours

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from processor.core.config import CoreConfig
-from processor.core.derive import Outcome, derive
+from processor.core.derive import derive
+from processor.core.outcome import Outcome
 from processor.core.read import ReadChange, read_change
-from processor.worker.dlq import SourceRecord, dead_letter_headers
+from processor.worker.dlq import Record, dead_letter_headers
 from processor.worker.metrics import WorkerMetrics
 from processor.worker.policy import FailurePolicy
 from processor.worker.publisher import Publisher
@@ -51,7 +53,7 @@ class _Change:
 
     __slots__ = ("error", "outcome", "read", "record")
 
-    def __init__(self, record: SourceRecord) -> None:
+    def __init__(self, record: Record) -> None:
         self.record = record
         self.read: ReadChange | None = None
         self.outcome: Outcome | None = None
@@ -59,9 +61,23 @@ class _Change:
 
     @property
     def op(self) -> str:
+        if self.outcome is not None:
+            return self.outcome.op or "tombstone"
         if self.read is None:
             return "?"
         return self.read.op or "tombstone"
+
+
+class PreparedBatch:
+    """A batch whose changes are derived, not yet deleted or published (:meth:`BatchHandler.prepare`)."""
+
+    __slots__ = ("changes",)
+
+    def __init__(self, changes: list[_Change]) -> None:
+        self.changes = changes
+
+    def __len__(self) -> int:
+        return len(self.changes)
 
 
 class BatchHandler:
@@ -90,36 +106,63 @@ class BatchHandler:
         self._dlq_topic = dlq_topic
         self._clock = clock
 
-    async def handle(self, records: Sequence[SourceRecord]) -> BatchResult:
-        result = BatchResult(changes=len(records))
+    async def handle(self, records: Sequence[Record]) -> BatchResult:
+        """Derive, then delete and publish: :meth:`prepare` and :meth:`complete` in one call."""
+        return await self.complete(await self.prepare(records))
+
+    async def prepare(self, records: Sequence[Record]) -> PreparedBatch:
+        """Read and derive every change (Postgres lookups for the reference path's unknown services
+        included); nothing is deleted or published yet, so the consumer may prepare the next batch while
+        the previous one is completing."""
         changes = [_Change(r) for r in records]
         config = self._config
+        resolver = self._resolver
+        fast = config.fast.outcome if config.fast is not None else None
+        # The fast path takes the common change whole; the rest is read, prefetched for and derived by the
+        # reference path (processor.core.fastpath says which is which).
+        slow: list[_Change] = []
         for change in changes:
+            value = change.record.value
+            if fast is not None:
+                outcome = fast(value, resolver)
+                if outcome is not None:
+                    change.outcome = outcome
+                    continue
             try:
-                change.read = read_change(change.record.value, config)
+                change.read = read_change(value, config)
             except InputError as exc:
                 change.error = exc
-        await prefetch((c.read for c in changes if c.read is not None), config, self._resolver, self._policy)
-        for change in changes:
-            if change.read is not None:
-                try:
-                    change.outcome = derive(change.read, config, self._resolver)
-                except InputError as exc:
-                    change.error = exc
+                continue
+            slow.append(change)
+        if slow:
+            await prefetch((c.read for c in slow if c.read is not None), config, resolver, self._policy)
+            for change in slow:
+                if change.read is not None:
+                    try:
+                        change.outcome = derive(change.read, config, resolver)
+                    except InputError as exc:
+                        change.error = exc
+        return PreparedBatch(changes)
 
-        keys = sorted({k for c in changes if c.outcome is not None for k in c.outcome.redis_keys})
+    async def complete(self, batch: PreparedBatch) -> BatchResult:
+        """Delete the batch's keys, then publish its events and dead letters; returns once Redis and Kafka
+        acknowledged everything (retrying under the failure policy until they do)."""
+        changes = batch.changes
+        result = BatchResult(changes=len(changes))
+        # Unique, in first-seen order (UNLINK does not care about order; a sort cost more than the set).
+        keys = list(dict.fromkeys(k for c in changes if c.outcome is not None for k in c.outcome.redis_keys))
         result.total_keys = len(keys)
         if keys:
             # Blocks (retrying) until Redis acknowledged: nothing below -- and no commit -- happens before.
             result.keys_deleted = await self._policy.retry("redis", lambda: self._invalidator.unlink(keys))
             acked_at = self._clock()
+            observe = self._metrics.commit_to_delete.observe
             for c in changes:
-                if c.outcome is not None and c.outcome.redis_keys and c.outcome.source_ts_ms is not None:
-                    self._metrics.commit_to_delete.observe(
-                        max(0.0, acked_at - c.outcome.source_ts_ms / 1000.0)
-                    )
+                outcome = c.outcome
+                if outcome is not None and outcome.redis_keys and outcome.source_ts_ms is not None:
+                    observe(max(0.0, acked_at - outcome.source_ts_ms / 1000.0))
 
-        if any(c.error is not None or (c.outcome is not None and c.outcome.events) for c in changes):
+        if any(c.error is not None or (c.outcome is not None and c.outcome.records) for c in changes):
             await self._policy.retry("kafka", lambda: self._publish(changes))
 
         self._account(changes, result)
@@ -145,8 +188,8 @@ class BatchHandler:
                 r = c.record
                 await send(self._dlq_topic, r.key, r.value, dead_letter_headers(r, c.error))
             elif c.outcome is not None:
-                for event in c.outcome.events:
-                    await send(self._events_topic, event.appointment_id.encode(), event.to_json(), ())
+                for event in c.outcome.records:
+                    await send(self._events_topic, event.key, event.value, ())
         await self._publisher.flush()
 
     def _account(self, changes: Sequence[_Change], result: BatchResult) -> None:
@@ -154,10 +197,15 @@ class BatchHandler:
         m.batches.inc()
         m.keys_requested.inc(result.total_keys)
         m.keys_deleted.inc(result.keys_deleted)
+        # Counted per batch, one labels() call per distinct label set: per change it cost more than the
+        # core's own work on the fast path.
+        by_outcome: Counter[tuple[str, str]] = Counter()
+        by_type: Counter[str] = Counter()
+        unresolved = 0
         for c in changes:
             if c.error is not None:
                 result.dead_lettered += 1
-                m.changes.labels(op=c.op, outcome="dlq").inc()
+                by_outcome[(c.op, "dlq")] += 1
                 m.dlq.labels(error_class=type(c.error).__name__).inc()
                 log.warning(
                     "change dead-lettered",
@@ -172,12 +220,10 @@ class BatchHandler:
                 continue
             outcome = c.outcome
             assert outcome is not None
-            m.changes.labels(op=c.op, outcome="invalidated" if outcome.redis_keys else "noop").inc()
-            for event in outcome.events:
-                result.events += 1
-                m.events.labels(type=event.type).inc()
-            if outcome.unresolved_event_types:
-                m.unknown_event_types.inc(outcome.unresolved_event_types)
+            by_outcome[(outcome.op or "tombstone", "invalidated" if outcome.redis_keys else "noop")] += 1
+            for event in outcome.records:
+                by_type[event.type] += 1
+            unresolved += outcome.unresolved_event_types
             for warning in outcome.warnings:
                 result.warnings.append(warning)
                 m.warnings.inc()
@@ -185,3 +231,10 @@ class BatchHandler:
                     "change processed with a warning",
                     extra={"warning": warning, "partition": c.record.partition, "offset": c.record.offset},
                 )
+        for (op, what), count in by_outcome.items():
+            m.changes.labels(op=op, outcome=what).inc(count)
+        for kind, count in by_type.items():
+            result.events += count
+            m.events.labels(type=kind).inc(count)
+        if unresolved:
+            m.unknown_event_types.inc(unresolved)

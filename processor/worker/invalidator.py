@@ -50,42 +50,61 @@ def redis_client(
 
 #: One chunk of an invalidation: announce the cache keys (KEYS[2..]) as a JSON array on channel ARGV[1]
 #: ('' = no guard) -- in Redis' own order among the keyspace events the guard follows --, UNLINK each key
-#: with its lease (ARGV[2] suffix; '' = none) in one command, and schedule its second delete in KEYS[1] (due
-#: ARGV[3]; '' = none). Atomic: no reader's command lands in between.
+#: with its lease (ARGV[2] suffix; '' = none) in one command, and schedule the chunk's second delete in
+#: KEYS[1] (due ARGV[3]; '' = none) as one member, the JSON array [due, key, key, ...]. Atomic: no reader's
+#: command lands in between. One UNLINK and one ZADD per chunk: a command per key cost ten times the deletes.
 _INVALIDATE = """
-if ARGV[1] ~= '' then
+local n = #KEYS
+local json
+if ARGV[1] ~= '' or ARGV[3] ~= '' then
   local keys = {}
-  for i = 2, #KEYS do keys[#keys + 1] = KEYS[i] end
-  -- pcall: a Redis user without channel rights must not lose the invalidation (the guard is off then).
-  redis.pcall('PUBLISH', ARGV[1], cjson.encode(keys))
+  for i = 2, n do keys[i - 1] = KEYS[i] end
+  json = cjson.encode(keys)
 end
-local found = 0
-for i = 2, #KEYS do
-  local key = KEYS[i]
-  if ARGV[2] ~= '' then
-    found = found + redis.call('UNLINK', key, key .. ARGV[2])
-  else
-    found = found + redis.call('UNLINK', key)
+if ARGV[1] ~= '' then
+  -- pcall: a Redis user without channel rights must not lose the invalidation (the guard is off then).
+  redis.pcall('PUBLISH', ARGV[1], json)
+end
+local found
+if ARGV[2] ~= '' then
+  local targets, suffix = {}, ARGV[2]
+  for i = 2, n do
+    targets[2 * i - 3] = KEYS[i]
+    targets[2 * i - 2] = KEYS[i] .. suffix
   end
-  if ARGV[3] ~= '' then redis.call('ZADD', KEYS[1], ARGV[3], key) end
+  found = redis.call('UNLINK', unpack(targets))
+else
+  found = redis.call('UNLINK', unpack(KEYS, 2))
+end
+if ARGV[3] ~= '' then
+  -- The announcement's JSON with the due time in front: one encoding for both.
+  redis.call('ZADD', KEYS[1], ARGV[3], '[' .. ARGV[3] .. ',' .. string.sub(json, 2))
 end
 return found
 """
 
-#: Due members of the schedule: UNLINK those due before ARGV[3] (the others were watched by the keyspace
-#: guard) and remove them all, atomically; returns how many unlinked keys existed.
+#: Due chunks of the schedule (at most ARGV[2]): UNLINK the keys of those due before ARGV[3] (the others
+#: were watched by the keyspace guard) and remove them all, atomically; returns {keys that existed, chunks
+#: removed}. A member that is not a JSON array is one key (the schedule of a worker before 0.2).
 _DRAIN_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
-if #due == 0 then return 0 end
-local all, unlink = {}, {}
+if #due == 0 then return {0, 0} end
+local all, found = {}, 0
 for i = 1, #due, 2 do
-  all[#all + 1] = due[i]
-  if tonumber(due[i + 1]) < tonumber(ARGV[3]) then unlink[#unlink + 1] = due[i] end
+  local member = due[i]
+  all[#all + 1] = member
+  if tonumber(due[i + 1]) < tonumber(ARGV[3]) then
+    if string.sub(member, 1, 1) == '[' then
+      local chunk = cjson.decode(member)
+      table.remove(chunk, 1)
+      if #chunk > 0 then found = found + redis.call('UNLINK', unpack(chunk)) end
+    else
+      found = found + redis.call('UNLINK', member)
+    end
+  end
 end
-local found = 0
-if #unlink > 0 then found = redis.call('UNLINK', unpack(unlink)) end
 redis.call('ZREM', KEYS[1], unpack(all))
-return found
+return {found, #all}
 """
 
 
@@ -163,9 +182,9 @@ class RedisInvalidator:
         self._metrics.redis_up.set(1)
         return sum(int(n) for n in results)
 
-    async def second_delete_due(self, limit: int = 1000, *, watched_since: float | None = None) -> int:
-        """One attempt: UNLINK the keys whose second delete is due and drop them from the schedule; the
-        number of keys that existed again (stale fills caught).
+    async def second_delete_due(self, limit: int = 8, *, watched_since: float | None = None) -> int:
+        """One attempt: UNLINK the keys whose second delete is due and drop them from the schedule -- all of
+        them, ``limit`` chunks per round trip --; the number of keys that existed again (stale fills caught).
 
         ``watched_since``: wall-clock time since which the keyspace guard has watched without a gap. Keys
         first deleted after it plus ``guard_window`` (so the guard also saw the misses before the delete)
@@ -176,16 +195,21 @@ class RedisInvalidator:
             unlink_before = "1e300"  # every due key is unlinked
         else:
             unlink_before = repr(watched_since + self.guard_window + self._second_delete_after)
+        now = self._clock()
+        found = 0
         try:
-            found = int(
-                await self._drain(keys=[self.schedule_key], args=[self._clock(), limit, unlink_before])
-            )
+            while True:
+                existed, removed = await self._drain(
+                    keys=[self.schedule_key], args=[now, limit, unlink_before]
+                )
+                found += int(existed)
+                if int(removed) < limit:
+                    return found
         except (RedisError, OSError) as exc:
             self._metrics.redis_up.set(0)
             raise RedisUnavailable(
                 f"Redis at {self._url_for_humans} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        return found
 
     async def ping(self) -> bool:
         """True when Redis answers PING (for /healthz)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 from slotguard.commands import add_logging_options, logging_overrides
 from slotguard.settings import load_settings
@@ -12,6 +13,23 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--web-port", type=int, default=None, help="HTTP port for /metrics and /healthz.")
     add_logging_options(parser)
     parser.set_defaults(func=run)
+
+
+#: Allocations between young collections (CPython's default: 700). A batch allocates a few objects per
+#: change that all die with the batch; at 700 the collector ran several times per batch and each older
+#: collection walked every module object of Faust, aiokafka and pydantic -- a quarter of the drain's CPU.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Move everything built at start-up out of the collector's reach and collect the young less often.
+
+    Cycles are still collected (the older generations keep their defaults); only garbage that outlives
+    a batch waits a little longer. Memory is bounded by the batch size either way (bench: backlog RSS)."""
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     # faust.Worker, not app.main(): main() would parse sys.argv as Faust's own CLI. The worker installs
     # SIGTERM/SIGINT handlers that stop the app cleanly (the consumer commits what was done).
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
+    tune_gc()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 
 from processor.core.config import CoreConfig
-from processor.core.derive import Outcome, process_change
+from processor.core.derive import process_change
+from processor.core.outcome import Outcome
 from processor.core.resolver import InMemoryResolver, ServiceInfo
 from slotguard.settings import Settings
 from slotguard.wiring import core_config

@@ -6,7 +6,7 @@ import collections
 
 import orjson
 
-from slotguard.bench.core_bench import core_rate, orjson_rate
+from slotguard.bench.core_bench import core_rate, orjson_rate, reference_rate
 from slotguard.bench.run import report
 from slotguard.bench.workload import changes
 from slotguard.settings import default_settings
@@ -29,7 +29,10 @@ def test_the_workload_is_the_promised_mix_of_about_1_kb_envelopes() -> None:
 
 def test_the_core_and_orjson_rates_are_measured_on_tiny_inputs() -> None:
     values = [c.value for c in changes(200)]
-    assert core_rate(values, core_config(default_settings()), rounds=1) > 0
+    config = core_config(default_settings())
+    assert core_rate(values, config, rounds=1) > 0
+    assert core_rate(values, config, rounds=1, events=True) > 0
+    assert reference_rate(values, config) > 0
     assert orjson_rate(values, rounds=1) > 0
 
 
@@ -39,7 +42,15 @@ def test_the_report_names_the_machine_and_every_figure() -> None:
         "commit": "abc",
         "quick": True,
         "started": "now",
-        "core": {"events_per_s": 1, "orjson_loads_per_s": 2, "us_per_change": 3.0, "ratio_to_orjson": 2.0},
+        "core": {
+            "events_per_s": 1,
+            "with_event_json_per_s": 1,
+            "reference_path_per_s": 1,
+            "orjson_loads_per_s": 2,
+            "us_per_change": 3.0,
+            "ratio_to_orjson": 2.0,
+            "ratio_to_orjson_with_event_json": 2.0,
+        },
         "worker": {
             "events_per_s": 10,
             "baseline_events_per_s": 1,

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from processor.core.classify import Classification, Kind
-from processor.core.derive import Outcome
+from processor.core.outcome import Outcome
 from schemas.events import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from schemas.rows import AppointmentRow
 from tests.support.changes import appointment, config, envelope, run
@@ -62,10 +62,10 @@ def test_default_outcomes_do_not_share_lists() -> None:
     """Every Outcome() gets its own empty lists, as with the declared default factories."""
     a, b = Outcome(), Outcome()
     assert a == b
-    assert a.events is not b.events
+    assert a.records is not b.records
     assert a.keys is not b.keys
     assert a.warnings is not b.warnings
-    assert [f.name for f in dataclasses.fields(Outcome)][:4] == ["events", "keys", "redis_keys", "warnings"]
+    assert [f.name for f in dataclasses.fields(Outcome)][:4] == ["records", "keys", "redis_keys", "warnings"]
 
 
 def test_cached_key_renders_are_fresh_lists() -> None:

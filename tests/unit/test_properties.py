@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from processor.core.classify import StatusPolicy, classify
 from processor.core.config import CoreConfig
-from processor.core.derive import Outcome, process_change
+from processor.core.derive import process_change
+from processor.core.outcome import Outcome
 from schemas.errors import InputError
 from schemas.rows import AppointmentRow
 from tests.support.changes import appointment, config, envelope, resolver

@@ -1,0 +1,512 @@
+"""The compiled fast path: the common change in one pass, or ``None`` -- then the reference path decides.
+
+The reference path (:mod:`processor.core.read`, :mod:`processor.core.derive`) handles every shape of
+change and words every error; it validates the whole envelope with pydantic, builds row, classification
+and event objects, and costs ~30 µs a change. Most changes have one shape: a bare ``JsonConverter``
+envelope from the Postgres connector (an LSN in ``source``), ids as integers or strings, ISO or epoch
+times, a known status, a service whose event type the resolver knows in the row's own company. For
+those, :meth:`FastPath.outcome` decodes only the fields the core reads (a msgspec struct per column
+mapping, compiled once) and computes keys and event records straight away.
+
+Whenever anything is unusual -- a wrapped envelope, a TOAST placeholder, an unknown status, an unknown or
+foreign service, an unsafe tenant id, a value of the wrong type, a window longer than a day, no LSN --
+it returns ``None`` and the caller runs the reference path, which produces the outcome, the warning or the
+error. So the two paths cannot disagree by construction on anything unusual, and
+``tests/unit/test_fastpath.py`` checks (hypothesis, against the reference) that they agree on the rest:
+the same keys, the same event bytes, the same op and commit time.
+
+One documented difference: bytes in a column slotguard never reads are not parsed, so a number there
+beyond a double's range, which ``orjson`` refuses, does not send the change to the dead-letter topic
+(invalid UTF-8 anywhere still does: it is checked before decoding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime, tzinfo
+from typing import Any, Final, Literal
+
+import msgspec
+import orjson
+
+from processor.core.classify import StatusPolicy
+from processor.core.errors import UnsafeKeyPart
+from processor.core.keys import KeyTemplate, TenantGuard
+from processor.core.outcome import EventRecord, Outcome
+from processor.core.resolver import EventTypeResolver
+from processor.core.window import HourWindow
+from schemas.rows import APPOINTMENT_FIELDS
+from schemas.temporal import TOAST_PLACEHOLDER, TemporalError, decode_instant
+
+UNSET: Final = msgspec.UNSET
+_CACHE_LIMIT: Final = 1 << 16
+#: Longest window (in hour buckets) the fast path renders; longer ones go to the reference path.
+_MAX_FAST_BUCKETS: Final = 26
+_OCCUPYING, _FREE, _UNKNOWN = 1, 0, -1
+_ID_TYPE = int | str | None
+
+
+class _Source(msgspec.Struct, gc=False):
+    """``source``, typed as strictly as :class:`schemas.envelope.SourceInfo` (stricter is fine: a value
+    the struct refuses goes to the reference path)."""
+
+    version: str | None = None
+    connector: str | None = None
+    name: str | None = None
+    ts_ms: int | None = None
+    snapshot: str | bool | None = None
+    db: str | None = None
+    schema: str | None = None
+    table: str | None = None
+    lsn: int | None = None
+    txId: int | None = None
+    sequence: str | None = None
+    # The pydantic model also accepts its field names; their presence sends the change to the reference.
+    tx_id: Any = UNSET
+    schema_: Any = UNSET
+
+
+class _Transaction(msgspec.Struct, gc=False):
+    id: str
+    total_order: int | None = None
+    data_collection_order: int | None = None
+
+
+def _row_struct(columns: Mapping[str, str]) -> type[msgspec.Struct]:
+    """A struct of the mapped columns only: the rest of a row image is skipped, not built."""
+    types: dict[str, Any] = {
+        "id": _ID_TYPE,
+        "company_id": _ID_TYPE,
+        "branch_id": _ID_TYPE,
+        "service_id": _ID_TYPE,
+        "starts_at": int | str | None,
+        "ends_at": int | str | None,
+        "status": str | None,
+        "deleted_at": int | str | None,
+    }
+    return msgspec.defstruct(
+        "Row",
+        [(f, types[f], None) for f in APPOINTMENT_FIELDS],
+        rename=dict(columns),
+        gc=False,
+    )
+
+
+def _envelope_struct(row: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    return msgspec.defstruct(
+        "Envelope",
+        [
+            ("op", Literal["c", "u", "d", "r", "t", "m"]),
+            ("before", row | None, None),
+            ("after", row | None, None),
+            ("ts_ms", int | None, None),
+            ("source", _Source | None, None),
+            ("transaction", _Transaction | None, None),
+            # A bare envelope that also has both keys is read as a wrapped one by the reference.
+            ("wrapped_schema", Any, UNSET),
+            ("wrapped_payload", Any, UNSET),
+        ],
+        rename={"wrapped_schema": "schema", "wrapped_payload": "payload"},
+        gc=False,
+    )
+
+
+class _Fallback(Exception):
+    """Internal: this change is not the fast path's; the reference path decides."""
+
+
+class _Row:
+    """A row image, normalised as :class:`schemas.rows.AppointmentRow` would hold it."""
+
+    __slots__ = (
+        "branch",
+        "buckets",
+        "company",
+        "deleted",
+        "ends",
+        "id",
+        "service",
+        "starts",
+        "state",
+        "status",
+    )
+
+    id: str | None
+    company: str | None
+    branch: str | None
+    service: str | None
+    starts: datetime | None
+    ends: datetime | None
+    #: The window's hour buckets; ``None`` without a start or when too long for the fast path.
+    buckets: list[int] | None
+    status: str | None
+    deleted: datetime | None
+    state: int
+
+    def occupies(self) -> bool:
+        if self.starts is None or self.deleted is not None:
+            return False
+        if self.state == _UNKNOWN:
+            raise _Fallback  # the reference warns about the status
+        return self.state == _OCCUPYING
+
+
+class FastPath:
+    """Compiled once per configuration; :meth:`outcome` is called per change."""
+
+    def __init__(
+        self,
+        *,
+        columns: Mapping[str, str],
+        source_zone: tzinfo,
+        statuses: StatusPolicy,
+        window: HourWindow,
+        template: KeyTemplate,
+        guard: TenantGuard,
+        redis_key_prefix: str,
+    ) -> None:
+        self._decode = msgspec.json.Decoder(_envelope_struct(_row_struct(columns))).decode
+        self._zone = source_zone
+        self._statuses = statuses
+        self._window = window
+        self._template = template
+        self._guard = guard
+        self._prefix = redis_key_prefix
+        self._times: dict[int | str, datetime] = {}
+        self._status_cache: dict[str, tuple[str, int]] = {}
+        self._windows: dict[
+            tuple[object, object], tuple[datetime | None, datetime | None, list[int] | None]
+        ] = {}
+        #: (company, branch, event type) -> the key head, for tenants whose parts passed the guard.
+        self._heads: dict[tuple[str, str | None, str], str] = {}
+        self._tails = template.tails
+        self._tail = template.tail
+
+    @classmethod
+    def compile(cls, **parts: Any) -> FastPath | None:
+        """A fast path, or ``None`` when the column mapping cannot be one struct (two fields, one column)."""
+        try:
+            return cls(**parts)
+        except (TypeError, ValueError, msgspec.MsgspecError):
+            return None
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def _time(self, raw: int | str | None) -> datetime | None:
+        if raw is None:
+            return None
+        cached = self._times.get(raw)
+        if cached is None:
+            try:
+                cached = decode_instant(raw, None, self._zone)
+            except TemporalError:
+                raise _Fallback from None
+            assert cached is not None
+            if len(self._times) >= _CACHE_LIMIT:
+                self._times.clear()
+            self._times[raw] = cached
+        return cached
+
+    def _status(self, raw: str | None) -> tuple[str | None, int]:
+        if raw is None:
+            return None, _OCCUPYING
+        cached = self._status_cache.get(raw)
+        if cached is None:
+            status = raw.strip().lower()
+            policy = self._statuses
+            state = (
+                _OCCUPYING
+                if status in policy.occupying
+                else _FREE
+                if status in policy.non_occupying
+                else _UNKNOWN
+            )
+            cached = (status, state)
+            if len(self._status_cache) >= _CACHE_LIMIT:
+                self._status_cache.clear()
+            self._status_cache[raw] = cached
+        return cached
+
+    def _row(self, image: Any) -> _Row:
+        # Written out (no helper per field): this runs once or twice per change.
+        if TOAST_PLACEHOLDER in (
+            image.id, image.company_id, image.branch_id, image.service_id,
+            image.starts_at, image.ends_at, image.status, image.deleted_at,
+        ):  # fmt: skip
+            raise _Fallback  # an unchanged TOASTed column: the reference takes it from the other image
+        row = _Row()
+        raw = image.id
+        row.id = str(raw) if type(raw) is int else raw
+        raw = image.company_id
+        row.company = str(raw) if type(raw) is int else raw
+        raw = image.branch_id
+        row.branch = str(raw) if type(raw) is int else raw
+        raw = image.service_id
+        row.service = str(raw) if type(raw) is int else raw
+        window = self._windows.get((image.starts_at, image.ends_at))
+        if window is None:
+            starts, ends = self._time(image.starts_at), self._time(image.ends_at)
+            buckets: list[int] | None = None
+            if starts is not None:
+                buckets, truncated = self._window.buckets(starts, ends)
+                if truncated or len(buckets) > _MAX_FAST_BUCKETS:
+                    buckets = None
+            window = (starts, ends, buckets)
+            if len(self._windows) >= _CACHE_LIMIT:
+                self._windows.clear()
+            self._windows[(image.starts_at, image.ends_at)] = window
+        row.starts, row.ends, row.buckets = window
+        row.deleted = self._time(image.deleted_at) if image.deleted_at is not None else None
+        row.status, row.state = self._status(image.status)
+        return row
+
+    # --- keys ----------------------------------------------------------------------------------------
+
+    def _keys(self, row: _Row, resolver: EventTypeResolver, keys: list[str]) -> str:
+        """Add the keys of ``row``'s window to ``keys``; its event type."""
+        if row.company is None or row.service is None:
+            raise _Fallback
+        info = resolver.service(row.service)
+        if info is None or info.event_type_id is None:
+            raise _Fallback  # a lookup, the company policy or the skip policy: the reference path
+        if info.company_id is not None and info.company_id != row.company:
+            raise _Fallback  # the reference warns about the foreign service
+        buckets = row.buckets
+        if buckets is None:
+            raise _Fallback
+        tenant = (row.company, row.branch or None, info.event_type_id)
+        head = self._heads.get(tenant)
+        if head is None:
+            head = self._head(tenant)
+        if head:
+            tails = self._tails
+            keys += [head + (tails.get(b) or self._tail(b)) for b in buckets]
+        else:  # a template with a tenant field after the times
+            keys += self._template.render(tenant[0], tenant[1], tenant[2], buckets)
+        return info.event_type_id
+
+    def _head(self, tenant: tuple[str, str | None, str]) -> str:
+        """The key head of a tenant ("" when the template has none), once its parts passed the guard."""
+        company, branch, event_type = tenant
+        check = self._guard.check
+        try:
+            check("company_id", company)
+            if branch:
+                check("branch_id", branch)
+            check("event_type_id", event_type)
+        except UnsafeKeyPart:
+            raise _Fallback from None
+        head = self._template.head(company, branch, event_type)
+        if len(self._heads) >= _CACHE_LIMIT:
+            self._heads.clear()
+        self._heads[tenant] = head
+        return head
+
+    # --- the change ----------------------------------------------------------------------------------
+
+    def outcome(self, value: bytes | str | None, resolver: EventTypeResolver) -> Outcome | None:
+        """The outcome of the change, or ``None`` when the reference path must decide."""
+        if value is None:
+            return None
+        if type(value) is bytes and not value.isascii():
+            try:
+                value.decode()  # orjson refuses invalid UTF-8 anywhere; msgspec checks only what it reads
+            except UnicodeDecodeError:
+                return None
+        try:
+            env: Any = self._decode(value)
+        except msgspec.DecodeError:
+            return None
+        if env.wrapped_schema is not UNSET and env.wrapped_payload is not UNSET:
+            return None
+        src = env.source
+        op = env.op
+        ts_ms = src.ts_ms if src is not None and src.ts_ms is not None else env.ts_ms
+        if op != "c" and op != "u" and op != "d":
+            return Outcome(op=op, source_ts_ms=ts_ms)
+        if src is None or src.lsn is None or src.tx_id is not UNSET or src.schema_ is not UNSET:
+            return None  # the event id then hashes the whole envelope: the reference path
+        before_image, after_image = env.before, env.after
+        if op == "u" and before_image is not None and after_image is not None and before_image == after_image:
+            return Outcome(op=op, source_ts_ms=ts_ms)  # no column the core reads changed
+        try:
+            return self._derive(op, ts_ms, src, before_image, after_image, resolver)
+        except _Fallback:
+            return None
+
+    def _derive(
+        self,
+        op: str,
+        ts_ms: int | None,
+        src: _Source,
+        before_image: Any,
+        after_image: Any,
+        resolver: EventTypeResolver,
+    ) -> Outcome:
+        keys: list[str] = []
+        # Both images are read when present, as the reference reads them: a bad value in either is its error.
+        old = self._row(before_image) if before_image is not None else None
+        new = self._row(after_image) if after_image is not None else None
+        if op == "d":
+            if old is None or old.starts is None or old.id is None:
+                raise _Fallback
+            if not old.occupies():
+                return Outcome(op=op, source_ts_ms=ts_ms)
+            event = self._cancelled(old, None, "delete", self._keys(old, resolver, keys), src, op)
+            return self._done(op, ts_ms, keys, event)
+        if new is None:
+            raise _Fallback
+        if op == "c":
+            if new.id is None or not new.occupies():
+                return Outcome(op=op, source_ts_ms=ts_ms)
+            event = self._booked(new, self._keys(new, resolver, keys), src, op)
+            return self._done(op, ts_ms, keys, event)
+        if old is None or new.id is None:
+            raise _Fallback  # REPLICA IDENTITY DEFAULT, or no id: the reference warns
+        was = old.occupies()
+        now = new.occupies()
+        if was and now:
+            changed = [
+                f
+                for f, a, b in (
+                    ("starts_at", old.starts, new.starts),
+                    ("ends_at", old.ends, new.ends),
+                    ("company_id", old.company, new.company),
+                    ("branch_id", old.branch, new.branch),
+                    ("service_id", old.service, new.service),
+                )
+                if a != b
+            ]
+            if not changed:
+                return Outcome(op=op, source_ts_ms=ts_ms)
+            old_type = self._keys(old, resolver, keys)
+            new_type = self._keys(new, resolver, keys)
+            event = self._rescheduled(old, new, old_type, new_type, changed, src, op)
+            return self._done(op, ts_ms, keys, event)
+        if now:
+            event = self._booked(new, self._keys(new, resolver, keys), src, op)
+            return self._done(op, ts_ms, keys, event)
+        if was:
+            if new.deleted is not None and old.deleted is None:
+                reason = "soft_delete"
+            elif new.starts is None:
+                reason = "unscheduled"
+            else:
+                reason = "status"
+            event = self._cancelled(old, new, reason, self._keys(old, resolver, keys), src, op)
+            return self._done(op, ts_ms, keys, event)
+        return Outcome(op=op, source_ts_ms=ts_ms)
+
+    def _done(self, op: str, ts_ms: int | None, keys: list[str], event: EventRecord) -> Outcome:
+        ordered = sorted(set(keys))
+        prefix = self._prefix
+        return Outcome(
+            [event],
+            ordered,
+            [prefix + k for k in ordered] if prefix else ordered,
+            [],
+            0,
+            op,
+            ts_ms,
+        )
+
+    # --- events: made when published, the same bytes as the models' to_json (field order as declared) --
+
+    @staticmethod
+    def _booked(new: _Row, event_type: str, src: _Source, op: str) -> EventRecord:
+        assert new.id is not None
+        return EventRecord("booked", new.id.encode(), make=_booked_json, args=(new, event_type, src, op))
+
+    @staticmethod
+    def _rescheduled(
+        old: _Row, new: _Row, old_type: str, new_type: str, changed: list[str], src: _Source, op: str
+    ) -> EventRecord:
+        assert new.id is not None
+        return EventRecord(
+            "rescheduled",
+            new.id.encode(),
+            make=_rescheduled_json,
+            args=(old, new, old_type, new_type, changed, src, op),
+        )
+
+    @staticmethod
+    def _cancelled(
+        old: _Row, new: _Row | None, reason: str, event_type: str, src: _Source, op: str
+    ) -> EventRecord:
+        assert old.id is not None
+        return EventRecord(
+            "cancelled", old.id.encode(), make=_cancelled_json, args=(old, new, reason, event_type, src, op)
+        )
+
+
+def _event_id(src: _Source, appointment_id: str | None, kind: str) -> str:
+    # As processor.core.derive.event_id with an LSN.
+    identity = f"{src.db}|{src.lsn}|{src.txId}|{appointment_id}|{kind}".encode()
+    return hashlib.blake2b(identity, digest_size=16).hexdigest()
+
+
+def _position(src: _Source, op: str) -> dict[str, object]:
+    return {"lsn": src.lsn, "txId": src.txId, "ts_ms": src.ts_ms, "db": src.db, "table": src.table, "op": op}
+
+
+def _booked_json(new: _Row, event_type: str, src: _Source, op: str) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "booked",
+            "event_id": _event_id(src, new.id, "booked"),
+            "appointment_id": new.id,
+            "company_id": new.company,
+            "branch_id": new.branch,
+            "service_id": new.service,
+            "event_type_id": event_type,
+            "status": new.status,
+            "source": _position(src, op),
+            "new_window": {"starts_at": new.starts, "ends_at": new.ends},
+        }
+    )
+
+
+def _rescheduled_json(
+    old: _Row, new: _Row, old_type: str, new_type: str, changed: list[str], src: _Source, op: str
+) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "rescheduled",
+            "event_id": _event_id(src, new.id, "rescheduled"),
+            "appointment_id": new.id,
+            "company_id": new.company,
+            "branch_id": new.branch,
+            "service_id": new.service,
+            "event_type_id": new_type,
+            "status": new.status,
+            "source": _position(src, op),
+            "old_company_id": old.company,
+            "old_branch_id": old.branch,
+            "old_service_id": old.service,
+            "old_event_type_id": old_type,
+            "old_window": {"starts_at": old.starts, "ends_at": old.ends},
+            "new_window": {"starts_at": new.starts, "ends_at": new.ends},
+            "changed": changed,
+        }
+    )
+
+
+def _cancelled_json(
+    old: _Row, new: _Row | None, reason: str, event_type: str, src: _Source, op: str
+) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "cancelled",
+            "event_id": _event_id(src, old.id, "cancelled"),
+            "appointment_id": old.id,
+            "company_id": old.company,
+            "branch_id": old.branch,
+            "service_id": old.service,
+            "event_type_id": event_type,
+            "status": new.status if new is not None else old.status,
+            "source": _position(src, op),
+            "reason": reason,
+            "old_window": {"starts_at": old.starts, "ends_at": old.ends},
+        }
+    )

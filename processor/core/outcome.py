@@ -1,0 +1,87 @@
+"""What the core makes of one change: the events to publish (as bytes) and the cache keys to delete.
+
+Events are carried as :class:`EventRecord` -- type, Kafka key and the JSON published to the events topic
+-- because that is all the worker needs, and building a validated model per event cost more than the rest
+of the change. :attr:`Outcome.events` parses them back into the typed models for callers that want them
+(``slotguard explain``, tests); the fast and the reference path produce byte-identical records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from schemas.events import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentRescheduled,
+    parse_booking_event,
+)
+
+
+class EventRecord:
+    """One booking event as published: ``type`` (booked, rescheduled, cancelled), ``key`` (the appointment
+    id) and ``value`` (the event's JSON, as ``BookingEvent.to_json`` writes it).
+
+    The value may be given, or made on first access by ``make(*args)``: the fast path defers the event id
+    and the JSON to the moment the worker publishes them."""
+
+    __slots__ = ("_args", "_make", "_value", "key", "type")
+
+    def __init__(
+        self,
+        type: str,
+        key: bytes,
+        value: bytes | None = None,
+        make: Callable[..., bytes] | None = None,
+        args: tuple[object, ...] = (),
+    ) -> None:
+        if value is None and make is None:
+            raise ValueError("an EventRecord needs a value or a way to make it")
+        self.type = type
+        self.key = key
+        self._value = value
+        self._make = make
+        self._args = args
+
+    @property
+    def value(self) -> bytes:
+        value = self._value
+        if value is None:
+            assert self._make is not None
+            value = self._value = self._make(*self._args)
+            self._make, self._args = None, ()
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EventRecord):
+            return NotImplemented
+        return (self.type, self.key, self.value) == (other.type, other.key, other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.key, self.value))
+
+    def __repr__(self) -> str:
+        return f"EventRecord({self.type!r}, {self.key!r}, {self.value!r})"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one change yields. ``keys`` are sorted and unique; ``redis_keys`` are them with the prefix."""
+
+    records: list[EventRecord] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    redis_keys: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: How many of the change's windows (old, new) had no resolvable event type -- for metrics, so
+    #: callers need not parse warning text.
+    unresolved_event_types: int = 0
+    #: The change's Debezium op (``None`` for a tombstone) and commit time (``source.ts_ms``, else the
+    #: envelope's ``ts_ms``), so the worker can label metrics without decoding the record a second time.
+    op: str | None = None
+    source_ts_ms: int | None = None
+
+    @property
+    def events(self) -> list[AppointmentBooked | AppointmentRescheduled | AppointmentCancelled]:
+        """The records parsed into the typed event models (validated against the event schema)."""
+        return [parse_booking_event(record.value) for record in self.records]
