@@ -75,6 +75,9 @@ class KafkaPublisher:
             "enable.idempotence": self._enable_idempotence,
             # flush() sends at once; the linger only groups the records of one batch into few requests.
             "linger.ms": 2,
+            # librdkafka leaves Nagle on by default: a batch's few small records then waited ~40 ms for the
+            # kernel (delayed ACKs) -- the next batch's UNLINK waits for this flush.
+            "socket.nagle.disable": True,
             "message.timeout.ms": int(DELIVERY_TIMEOUT * 1000),
             "socket.timeout.ms": int(DELIVERY_TIMEOUT * 1000),
             "delivery.report.only.error": True,

@@ -30,6 +30,7 @@ class FakeProducer:
     def __init__(self, config: dict[str, Any]) -> None:
         self.report: Callable[[Any, Any], None] = config["on_delivery"]
         assert config["delivery.report.only.error"] is True
+        assert config["socket.nagle.disable"] is True  # else small flushes wait ~40 ms (delayed ACKs)
         self.queue: list[tuple[str, bytes | None]] = []
         self.deliver: Callable[[str, bytes | None], _Error | bool | None] = lambda _t, _v: None
 
