@@ -143,7 +143,6 @@ class RedisInvalidator:
         self._revoke_leases = revoke_leases
         self._clock = clock
         self._drain: Any = None
-        self._invalidate: Any = None
 
     async def unlink(self, keys: Sequence[str]) -> int:
         """One attempt: UNLINK every key in one pipeline round trip; the number of keys that existed
@@ -155,8 +154,6 @@ class RedisInvalidator:
                 if extras:
                     # One script call per chunk announces, unlinks (leases in the same step) and schedules:
                     # a Python-side command per key would cost more than the deletes.
-                    if self._invalidate is None:
-                        self._invalidate = self._client.register_script(_INVALIDATE)
                     due = (
                         repr(self._clock() + self._second_delete_after)
                         if self._second_delete_after > 0
@@ -169,7 +166,10 @@ class RedisInvalidator:
                     ]
                     for start in starts:
                         chunk = keys[start : start + UNLINK_CHUNK]
-                        await self._invalidate(keys=[self.schedule_key, *chunk], args=args, client=pipe)
+                        # EVAL, not a registered script: redis-py checks a pipeline's registered scripts
+                        # with a SCRIPT EXISTS round trip before every execute. Redis caches the compiled
+                        # script by its hash either way.
+                        pipe.eval(_INVALIDATE, len(chunk) + 1, self.schedule_key, *chunk, *args)
                 else:
                     for start in starts:
                         pipe.unlink(*keys[start : start + UNLINK_CHUNK])
