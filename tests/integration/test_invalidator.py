@@ -49,7 +49,7 @@ def test_a_batch_of_chunks_unlinks_keys_and_leases_and_schedules_one_member_per_
     redis_client.set(keys[1] + LEASE_SUFFIX, "lease")
     now = [1000.0]
     invalidator = _invalidator(dev_stack, key_prefix, now)
-    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     pubsub.subscribe(invalidator.channel)
     existed = asyncio.run(_closing(invalidator, invalidator.unlink(keys)))
     assert existed == len(keys[::2]) + 1
@@ -63,9 +63,11 @@ def test_a_batch_of_chunks_unlinks_keys_and_leases_and_schedules_one_member_per_
             announced.extend(json.loads(message["data"]))
     pubsub.close()
     assert announced == keys
-    members = redis_client.zrange(invalidator.schedule_key, 0, -1, withscores=True)
+    members: list[tuple[str, float]] = redis_client.zrange(  # type: ignore[assignment]
+        invalidator.schedule_key, 0, -1, withscores=True
+    )
     assert len(members) == 3
-    scheduled = []
+    scheduled: list[str] = []
     for member, score in members:
         due, *chunk = json.loads(member)
         assert due == score == 1002.0
@@ -97,5 +99,5 @@ def test_the_drain_removes_every_due_chunk_and_old_single_key_members(
 
     assert asyncio.run(_closing(invalidator, scenario())) == len(stale)
     assert redis_client.exists(*stale) == 0
-    remaining = redis_client.zrange(invalidator.schedule_key, 0, -1)
+    remaining: list[str] = redis_client.zrange(invalidator.schedule_key, 0, -1)  # type: ignore[assignment]
     assert [json.loads(m)[1:] for m in remaining] == [[later]]
