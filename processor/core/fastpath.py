@@ -388,6 +388,8 @@ class FastPath:
             event = self._booked(new, self._keys(new, resolver, keys), src, op)
             return self._done(op, ts_ms, keys, event)
         if was:
+            if old.id is None:
+                raise _Fallback  # keys but no event: the reference path
             if new.deleted is not None and old.deleted is None:
                 reason = "soft_delete"
             elif new.starts is None:

@@ -261,3 +261,13 @@ def test_unread_columns_are_not_parsed_so_an_overflowing_number_there_is_no_erro
     bad_utf8 = good.replace(b"bring documents", b"bring \xff documents")
     with pytest.raises(MalformedChange, match="not JSON"):
         process_change(bad_utf8, DEFAULT, res)
+
+
+def test_a_cancellation_whose_old_image_has_no_id_is_left_to_the_reference_path() -> None:
+    """Found by the generated test: an update whose before image lacks the id frees keys but yields no
+    event; the fast path steps aside instead of failing, and the reference path invalidates the keys."""
+    assert DEFAULT.fast is not None
+    raw = orjson.dumps(envelope("u", before=appointment(id=None), after=appointment(status="cancelled")))
+    assert DEFAULT.fast.outcome(raw, resolver()) is None
+    outcome = process_change(raw, DEFAULT, resolver())
+    assert (outcome.records, len(outcome.keys)) == ([], 3)
