@@ -60,6 +60,9 @@ def commit() -> str:
 
 #: Seconds of load per e2e rate: (quick, full).
 E2E_SECONDS = {200: (15.0, 60.0), 2000: (10.0, 30.0)}
+#: Seconds of unmeasured load at 200 changes/s before the e2e runs (quick, full): the relay's JVM compiles
+#: Debezium's hot code in its first seconds under load, and a run that includes that measures the JIT.
+E2E_WARMUP_SECONDS = (10.0, 20.0)
 
 
 def run(
@@ -69,6 +72,7 @@ def run(
     progress: Progress,
     sizes: dict[str, int] | None = None,
     e2e_seconds: dict[int, float] | None = None,
+    e2e_warmup: float | None = None,
     overhead_writes: int | None = None,
 ) -> dict[str, Any]:
     """Measure and write ``out/results.json``, ``out/report.md`` and the plots; return the results."""
@@ -141,7 +145,11 @@ def run(
                 "rss_mb_end": round(backlog.rss_mb_end, 1),
             }
         seconds = e2e_seconds or {rate: pair[0 if quick else 1] for rate, pair in E2E_SECONDS.items()}
-        results.update(_pipeline(stack, seconds, overhead_writes or (150 if quick else 500), out, progress))
+        warmup = E2E_WARMUP_SECONDS[0 if quick else 1] if e2e_warmup is None else e2e_warmup
+        results["e2e_warmup_s"] = warmup
+        results.update(
+            _pipeline(stack, seconds, warmup, overhead_writes or (150 if quick else 500), out, progress)
+        )
     finally:
         progress("stopping the local stack")
         stack.down()
@@ -154,7 +162,7 @@ def run(
 
 
 def _pipeline(
-    stack: Any, seconds: dict[int, float], writes: int, out: Path, progress: Progress
+    stack: Any, seconds: dict[int, float], warmup: float, writes: int, out: Path, progress: Progress
 ) -> dict[str, Any]:
     """The whole pipeline with its shipped settings: e2e latency per rate, RSS under load, write overhead."""
     from slotguard.bench.e2e import E2EResult, Load, measure
@@ -169,16 +177,22 @@ def _pipeline(
     runs: dict[int, E2EResult] = {}
     peaks = RssPeaks(stack.pids())
     sampling = _Sampler(peaks)
+
+    def load() -> Load:
+        return Load(
+            database_url=info.database_url,
+            redis_url=info.redis_url,
+            kafka_options=kafka,
+            topic=settings.appointments_topic,
+            config=config,
+        )
+
+    if warmup > 0:
+        progress(f"e2e: warming the pipeline up at 200 changes/s for {warmup:g} s (not measured)")
+        asyncio.run(measure(load(), 200, warmup))
     with sampling:
         for rate, length in seconds.items():
-            load = Load(
-                database_url=info.database_url,
-                redis_url=info.redis_url,
-                kafka_options=kafka,
-                topic=settings.appointments_topic,
-                config=config,
-            )
-            runs[rate] = asyncio.run(measure(load, rate, length, progress=progress))
+            runs[rate] = asyncio.run(measure(load(), rate, length, progress=progress))
             got = runs[rate].summary()
             progress(f"e2e at {rate}/s: p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms")
     _plot_cdf(out / "e2e_cdf.png", runs)
@@ -342,8 +356,9 @@ def report(results: dict[str, Any]) -> str:
         ]
     for rate, e2e in results.get("e2e", {}).items():
         p50s = e2e["stages_p50_ms"]
+        warm = f", after {results['e2e_warmup_s']:g} s of warm-up" if results.get("e2e_warmup_s") else ""
         lines.append(
-            f"| e2e at {rate}/s (achieved {e2e['achieved_rate']}/s, {e2e['observed']}/{e2e['changes']} observed) | "
+            f"| e2e at {rate}/s (achieved {e2e['achieved_rate']}/s, {e2e['observed']}/{e2e['changes']} observed{warm}) | "
             f"p50 {e2e['p50_ms']} ms, p95 {e2e['p95_ms']} ms, p99 {e2e['p99_ms']} ms, max {e2e['max_ms']} ms; "
             f"stage p50s: commit→Debezium {p50s['commit_to_debezium']}, Debezium→Kafka {p50s['debezium_to_kafka']}, "
             f"Kafka→UNLINK {p50s['kafka_to_unlink']} ms |"

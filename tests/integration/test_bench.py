@@ -20,6 +20,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
         progress=lines.append,
         sizes={"core": 300, "worker": 400, "naive": 200, "backlog": 300},
         e2e_seconds={20: 2.0},
+        e2e_warmup=1.0,
         overhead_writes=10,
     )
     results = orjson.loads((tmp_path / "results.json").read_bytes())
