@@ -43,7 +43,10 @@ SETTLED_S = 3.0
 
 @dataclass
 class Sample:
-    commit_wall: float
+    key: str
+    #: 0 until the client's commit returned (the sentinel is registered before the commit, so a deletion
+    #: that beats the client's own return is still seen).
+    commit_wall: float = 0.0
     source_ms: int | None = None
     debezium_ms: int | None = None
     kafka_ms: int | None = None
@@ -55,9 +58,18 @@ class E2EResult:
     rate: float  # target changes per second
     achieved: float
     samples: list[Sample] = field(default_factory=list)
+    #: Sentinels whose deletion was not observed but which are gone from Redis at the end (the observer
+    #: missed the event) -- and those still cached at the end: an invalidation lost.
+    unobserved_gone: int = 0
+    unobserved_cached: int = 0
 
     def latencies_ms(self) -> list[float]:
-        return sorted((s.gone_wall - s.commit_wall) * 1000 for s in self.samples if s.gone_wall is not None)
+        # A deletion that came before the client's commit call returned counts as 0 ms.
+        return sorted(
+            max(0.0, (s.gone_wall - s.commit_wall) * 1000)
+            for s in self.samples
+            if s.gone_wall is not None and s.commit_wall
+        )
 
     def stage_ms(self) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {name: [] for name in STAGES}
@@ -77,6 +89,8 @@ class E2EResult:
             "achieved_rate": round(self.achieved, 1),
             "changes": len(self.samples),
             "observed": len(lat),
+            "unobserved_gone": self.unobserved_gone,
+            "unobserved_still_cached": self.unobserved_cached,
             **{
                 f"{name}_ms": _q(lat, q)
                 for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
@@ -175,11 +189,12 @@ class Load:
                 params = (appointment,)
                 sentinel = self.key(old)
         await cache.set(sentinel, b"1", ex=600)
-        cursor = await conn.execute(statement, params)
-        row = await cursor.fetchone()
-        sample = Sample(commit_wall=time.time())
+        sample = Sample(sentinel)
         self.samples.append(sample)
         self.sentinels[sentinel] = sample
+        cursor = await conn.execute(statement, params)
+        row = await cursor.fetchone()
+        sample.commit_wall = time.time()
         assert row is not None
         appointment = int(row[0])
         self.by_appointment[appointment].append(sample)
@@ -222,6 +237,18 @@ class Load:
                 await conn.close()
             await cache.aclose()
         return total / (time.monotonic() - start)
+
+    async def unobserved(self) -> tuple[int, int]:
+        """Sentinels whose deletion was not seen: (gone from Redis anyway, still cached)."""
+        keys = [s.key for s in self.samples if s.gone_wall is None]
+        if not keys:
+            return 0, 0
+        cache = aioredis.Redis.from_url(self.redis_url)
+        try:
+            cached = sum([int(await cache.exists(key)) for key in keys])
+        finally:
+            await cache.aclose()
+        return len(keys) - cached, cached
 
     async def observe(self, ready: asyncio.Event) -> None:
         cache = aioredis.Redis.from_url(self.redis_url)
@@ -299,4 +326,11 @@ async def measure(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    return E2EResult(rate=rate, achieved=achieved, samples=list(load.samples))
+    gone, cached = await load.unobserved()
+    return E2EResult(
+        rate=rate,
+        achieved=achieved,
+        samples=list(load.samples),
+        unobserved_gone=gone,
+        unobserved_cached=cached,
+    )

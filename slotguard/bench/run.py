@@ -358,7 +358,8 @@ def report(results: dict[str, Any]) -> str:
         p50s = e2e["stages_p50_ms"]
         warm = f", after {results['e2e_warmup_s']:g} s of warm-up" if results.get("e2e_warmup_s") else ""
         lines.append(
-            f"| e2e at {rate}/s (achieved {e2e['achieved_rate']}/s, {e2e['observed']}/{e2e['changes']} observed{warm}) | "
+            f"| e2e at {rate}/s (achieved {e2e['achieved_rate']}/s, {e2e['observed']}/{e2e['changes']} observed, "
+            f"{e2e['unobserved_still_cached']} still cached at the end{warm}) | "
             f"p50 {e2e['p50_ms']} ms, p95 {e2e['p95_ms']} ms, p99 {e2e['p99_ms']} ms, max {e2e['max_ms']} ms; "
             f"stage p50s: commit→Debezium {p50s['commit_to_debezium']}, Debezium→Kafka {p50s['debezium_to_kafka']}, "
             f"Kafka→UNLINK {p50s['kafka_to_unlink']} ms |"

@@ -31,6 +31,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     e2e = results["e2e"]["20"]
     assert e2e["changes"] == 40
     assert e2e["observed"] == 40, e2e  # every change's key seen gone
+    assert e2e["unobserved_still_cached"] == 0, e2e
     assert all(e2e["stages_p50_ms"][stage] is not None for stage in e2e["stages_p50_ms"]), e2e
     assert results["backlog"]["changes"] == 300
     assert results["backlog"]["rss_mb_peak"] >= results["backlog"]["rss_mb_start"] > 0

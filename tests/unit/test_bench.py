@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 
 import orjson
+import pytest
 
 from slotguard.bench.core_bench import core_rate, orjson_rate, reference_rate
 from slotguard.bench.run import report
@@ -65,3 +66,20 @@ def test_the_report_names_the_machine_and_every_figure() -> None:
     text = report(orjson.loads(orjson.dumps(results)))
     for needle in ("2 cores", "`abc`", "changes/s", "10.0×", "Not measured", "drain.png"):
         assert needle in text
+
+
+def test_e2e_latency_counts_a_deletion_before_the_clients_return_as_zero() -> None:
+    """A sentinel deleted before the client's commit call returned is observed (0 ms), one whose commit
+    never returned is not counted, and the unobserved counts are reported."""
+    from slotguard.bench.e2e import E2EResult, Sample
+
+    samples = [
+        Sample("a", commit_wall=10.0, gone_wall=10.02),
+        Sample("b", commit_wall=10.0, gone_wall=9.99),
+        Sample("c", gone_wall=10.0),
+        Sample("d", commit_wall=10.0),
+    ]
+    result = E2EResult(rate=1, achieved=1, samples=samples, unobserved_gone=0, unobserved_cached=1)
+    assert result.latencies_ms() == [0.0, pytest.approx(20.0)]
+    summary = result.summary()
+    assert (summary["observed"], summary["unobserved_still_cached"]) == (2, 1)
