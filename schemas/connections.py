@@ -55,6 +55,14 @@ class KafkaConnection:
             raise ConfigError(f"Kafka TLS files cannot be used: {type(exc).__name__}: {exc}") from None
         return context
 
+    def _credentials(self) -> tuple[str, str]:
+        """The SASL user and password; a one-line ConfigError naming the settings when either is missing."""
+        if not self.username or self.password is None:
+            raise ConfigError(
+                f"Kafka {self.security_protocol} needs SLOTGUARD_KAFKA_USERNAME and SLOTGUARD_KAFKA_PASSWORD"
+            )
+        return self.username, self.password.get_secret_value()
+
     def aiokafka_options(self) -> dict[str, Any]:
         """Keyword arguments of aiokafka's consumer, producer and admin client."""
         options: dict[str, Any] = {
@@ -65,13 +73,10 @@ class KafkaConnection:
         if context is not None:
             options["ssl_context"] = context
         if self.uses_sasl:
-            if not self.username or self.password is None:
-                raise ConfigError(
-                    f"Kafka {self.security_protocol} needs SLOTGUARD_KAFKA_USERNAME and SLOTGUARD_KAFKA_PASSWORD"
-                )
+            user, secret = self._credentials()
             options["sasl_mechanism"] = self.sasl_mechanism
-            options["sasl_plain_username"] = self.username
-            options["sasl_plain_password"] = self.password.get_secret_value()
+            options["sasl_plain_username"] = user
+            options["sasl_plain_password"] = secret
         return options
 
     def librdkafka_options(self) -> dict[str, str]:
@@ -85,13 +90,10 @@ class KafkaConnection:
                 # Like Python's load_cert_chain: without a key file the key is in the certificate file.
                 options["ssl.key.location"] = self.key_file or self.cert_file
         if self.uses_sasl:
-            if not self.username or self.password is None:
-                raise ConfigError(
-                    f"Kafka {self.security_protocol} needs SLOTGUARD_KAFKA_USERNAME and SLOTGUARD_KAFKA_PASSWORD"
-                )
+            user, secret = self._credentials()
             options["sasl.mechanism"] = self.sasl_mechanism
-            options["sasl.username"] = self.username
-            options["sasl.password"] = self.password.get_secret_value()
+            options["sasl.username"] = user
+            options["sasl.password"] = secret
         return options
 
     def java_properties(self) -> dict[str, str]:
@@ -106,17 +108,13 @@ class KafkaConnection:
                 props["ssl.keystore.type"] = "PEM"
                 props["ssl.keystore.location"] = self.cert_file
         if self.uses_sasl:
-            if not self.username or self.password is None:
-                raise ConfigError(
-                    f"Kafka {self.security_protocol} needs SLOTGUARD_KAFKA_USERNAME and SLOTGUARD_KAFKA_PASSWORD"
-                )
+            user, secret = self._credentials()
             module = (
                 "org.apache.kafka.common.security.plain.PlainLoginModule"
                 if self.sasl_mechanism == "PLAIN"
                 else "org.apache.kafka.common.security.scram.ScramLoginModule"
             )
-            user = self.username.replace('"', '\\"')
-            secret = self.password.get_secret_value().replace('"', '\\"')
+            user, secret = user.replace('"', '\\"'), secret.replace('"', '\\"')
             props["sasl.mechanism"] = self.sasl_mechanism
             props["sasl.jaas.config"] = f'{module} required username="{user}" password="{secret}";'
         return props
