@@ -14,7 +14,7 @@ import orjson
 
 from processor.core.classify import Classification, Kind
 from processor.core.config import CoreConfig
-from processor.core.outcome import EventRecord, Outcome
+from processor.core.outcome import EventRecord, Outcome, lsn_event_id, source_position
 from processor.core.read import ReadChange, read_change
 from processor.core.resolver import EventTypeResolver
 from processor.core.window import MAX_BUCKETS
@@ -40,15 +40,12 @@ def event_id(env: ChangeEnvelope, appointment_id: str, kind: str) -> str:
     """
     src = env.source
     if src is not None and src.lsn is not None:
-        identity = f"{src.db}|{src.lsn}|{src.tx_id}|{appointment_id}|{kind}".encode()
-    else:
-        images = orjson.dumps([env.before, env.after], option=orjson.OPT_SORT_KEYS)
-        head = (
-            f"{src.name}|{src.db}|{src.schema_}|{src.table}|{src.ts_ms}|{src.tx_id}"
-            if src is not None
-            else "-"
-        )
-        identity = f"{head}|{env.op}|{appointment_id}|{kind}|".encode() + images
+        return lsn_event_id(src.db, src.lsn, src.tx_id, appointment_id, kind)
+    images = orjson.dumps([env.before, env.after], option=orjson.OPT_SORT_KEYS)
+    head = (
+        f"{src.name}|{src.db}|{src.schema_}|{src.table}|{src.ts_ms}|{src.tx_id}" if src is not None else "-"
+    )
+    identity = f"{head}|{env.op}|{appointment_id}|{kind}|".encode() + images
     return hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
@@ -56,14 +53,7 @@ def _position(env: ChangeEnvelope) -> dict[str, object]:
     src = env.source
     if src is None:
         return {"op": env.op}
-    return {
-        "lsn": src.lsn,
-        "txId": src.tx_id,
-        "ts_ms": src.ts_ms,
-        "db": src.db,
-        "table": src.table,
-        "op": env.op,
-    }
+    return source_position(src.lsn, src.tx_id, src.ts_ms, src.db, src.table, env.op)
 
 
 def _window(row: AppointmentRow) -> dict[str, object]:

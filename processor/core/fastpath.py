@@ -22,7 +22,6 @@ beyond a double's range, which ``orjson`` refuses, does not send the change to t
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any, Final, Literal
@@ -33,7 +32,7 @@ import orjson
 from processor.core.classify import StatusPolicy
 from processor.core.errors import UnsafeKeyPart
 from processor.core.keys import KeyTemplate, TenantGuard
-from processor.core.outcome import EventRecord, Outcome
+from processor.core.outcome import EventRecord, Outcome, lsn_event_id, source_position
 from processor.core.resolver import EventTypeResolver
 from processor.core.window import HourWindow
 from schemas.rows import APPOINTMENT_FIELDS
@@ -442,28 +441,18 @@ class FastPath:
         )
 
 
-def _event_id(src: _Source, appointment_id: str | None, kind: str) -> str:
-    # As processor.core.derive.event_id with an LSN.
-    identity = f"{src.db}|{src.lsn}|{src.txId}|{appointment_id}|{kind}".encode()
-    return hashlib.blake2b(identity, digest_size=16).hexdigest()
-
-
-def _position(src: _Source, op: str) -> dict[str, object]:
-    return {"lsn": src.lsn, "txId": src.txId, "ts_ms": src.ts_ms, "db": src.db, "table": src.table, "op": op}
-
-
 def _booked_json(new: _Row, event_type: str, src: _Source, op: str) -> bytes:
     return orjson.dumps(
         {
             "type": "booked",
-            "event_id": _event_id(src, new.id, "booked"),
+            "event_id": lsn_event_id(src.db, src.lsn, src.txId, new.id, "booked"),
             "appointment_id": new.id,
             "company_id": new.company,
             "branch_id": new.branch,
             "service_id": new.service,
             "event_type_id": event_type,
             "status": new.status,
-            "source": _position(src, op),
+            "source": source_position(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
             "new_window": {"starts_at": new.starts, "ends_at": new.ends},
         }
     )
@@ -475,14 +464,14 @@ def _rescheduled_json(
     return orjson.dumps(
         {
             "type": "rescheduled",
-            "event_id": _event_id(src, new.id, "rescheduled"),
+            "event_id": lsn_event_id(src.db, src.lsn, src.txId, new.id, "rescheduled"),
             "appointment_id": new.id,
             "company_id": new.company,
             "branch_id": new.branch,
             "service_id": new.service,
             "event_type_id": new_type,
             "status": new.status,
-            "source": _position(src, op),
+            "source": source_position(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
             "old_company_id": old.company,
             "old_branch_id": old.branch,
             "old_service_id": old.service,
@@ -500,14 +489,14 @@ def _cancelled_json(
     return orjson.dumps(
         {
             "type": "cancelled",
-            "event_id": _event_id(src, old.id, "cancelled"),
+            "event_id": lsn_event_id(src.db, src.lsn, src.txId, old.id, "cancelled"),
             "appointment_id": old.id,
             "company_id": old.company,
             "branch_id": old.branch,
             "service_id": old.service,
             "event_type_id": event_type,
             "status": new.status if new is not None else old.status,
-            "source": _position(src, op),
+            "source": source_position(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
             "reason": reason,
             "old_window": {"starts_at": old.starts, "ends_at": old.ends},
         }

@@ -163,9 +163,6 @@ class KeyTemplate:
 
     def tail(self, bucket: int) -> str:
         """The part of a key from the first time field on, for ``bucket`` (split templates only)."""
-        return self._tail(bucket)
-
-    def _tail(self, bucket: int) -> str:
         tail = self._tail_cache.get(bucket)
         if tail is None:
             times = self._times(bucket)
@@ -186,7 +183,7 @@ class KeyTemplate:
         if self._split is not None:
             head = self._head(company, branch or "", event_type or "")
             tails = self._tail_cache
-            return [head + (tails.get(b) or self._tail(b)) for b in buckets]
+            return [head + (tails.get(b) or self.tail(b)) for b in buckets]
         fmt = self._tenant_format(company, branch or "", event_type or "")
         return [fmt.format(*self._times(b)) for b in buckets]
 

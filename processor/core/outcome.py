@@ -8,6 +8,7 @@ of the change. :attr:`Outcome.events` parses them back into the typed models for
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,22 @@ from schemas.events import (
     AppointmentRescheduled,
     parse_booking_event,
 )
+
+
+def lsn_event_id(
+    db: str | None, lsn: int | None, tx_id: int | None, appointment_id: str | None, kind: str
+) -> str:
+    """The event id of a change with an LSN: hash of database, LSN, txId, appointment id and event type
+    (:func:`processor.core.derive.event_id` says how a change without one is identified)."""
+    identity = f"{db}|{lsn}|{tx_id}|{appointment_id}|{kind}".encode()
+    return hashlib.blake2b(identity, digest_size=16).hexdigest()
+
+
+def source_position(
+    lsn: int | None, tx_id: int | None, ts_ms: int | None, db: str | None, table: str | None, op: str
+) -> dict[str, object]:
+    """An event's ``source`` block, in the field order of :class:`schemas.events.SourcePosition`."""
+    return {"lsn": lsn, "txId": tx_id, "ts_ms": ts_ms, "db": db, "table": table, "op": op}
 
 
 class EventRecord:

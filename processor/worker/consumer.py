@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence, Sized
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -41,7 +41,7 @@ class Handler(Protocol):
     ConsumerRecords are handed over as they are (they satisfy :class:`Record`): wrapping each one cost more
     than the rest of the consumer's work per record."""
 
-    async def prepare(self, records: Sequence[Record]) -> Sized: ...
+    async def prepare(self, records: Sequence[Record]) -> Any: ...
 
     async def complete(self, batch: Any) -> object: ...
 
@@ -57,7 +57,7 @@ class AppointmentsConsumer:
         topic: str,
         handler: Handler,
         metrics: WorkerMetrics,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         batch_timeout: float = 0.005,
         session_timeout: float = 30.0,
         rebalance_timeout: float = 60.0,
@@ -152,7 +152,7 @@ class AppointmentsConsumer:
                 self._consumer = None
 
     async def _complete(
-        self, consumer: AIOKafkaConsumer, prepared: Sized, ends: dict[TopicPartition, int]
+        self, consumer: AIOKafkaConsumer, prepared: object, ends: dict[TopicPartition, int]
     ) -> None:
         await self._handler.complete(prepared)
         self._done.update(ends)

@@ -76,9 +76,6 @@ class PreparedBatch:
     def __init__(self, changes: list[_Change]) -> None:
         self.changes = changes
 
-    def __len__(self) -> int:
-        return len(self.changes)
-
 
 class BatchHandler:
     """Handles a batch of appointment change records; returns once everything it owes is acknowledged."""

@@ -25,7 +25,7 @@ log = logging.getLogger("slotguard.worker.redis")
 
 #: Keys per UNLINK command; a batch larger than this becomes several commands in one pipeline.
 UNLINK_CHUNK = 1000
-#: Sorted set (after the key prefix) of the keys whose second delete is due, scored by when.
+#: Sorted set (after the key prefix) of the chunks whose second delete is due, scored by when.
 SCHEDULE_KEY = "slotguard:second-delete"
 #: Pub/sub channel (after the key prefix) on which each invalidation announces its keys to the keyspace guard.
 INVALIDATIONS_CHANNEL = "slotguard:invalidated"
@@ -85,7 +85,7 @@ return found
 
 #: Due chunks of the schedule (at most ARGV[2]): UNLINK the keys of those due before ARGV[3] (the others
 #: were watched by the keyspace guard) and remove them all, atomically; returns {keys that existed, chunks
-#: removed}. A member that is not a JSON array is one key (the schedule of a worker before 0.2).
+#: removed}. A member that is not a JSON array is one key (the one-key-per-member schedule earlier versions wrote).
 _DRAIN_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
 if #due == 0 then return {0, 0} end
@@ -128,8 +128,8 @@ class RedisInvalidator:
         self._client = client or redis_client(url, ca_file=ca_file)
         self._metrics = metrics
         #: Seconds after which every unlinked key is unlinked once more (0: off) -- a stale fill that landed
-        #: after the first delete is gone then. The schedule is a sorted set in Redis itself (member = key,
-        #: score = when), written in the same round trip as the UNLINK, so a worker crash cannot drop it.
+        #: after the first delete is gone then. The schedule is a sorted set in Redis itself (member = a chunk's
+        #: keys, score = when), written in the same round trip as the UNLINK, so a worker crash cannot drop it.
         self._second_delete_after = second_delete_after
         #: Both live under the cache's key prefix, inside the ACL pattern of the cache's Redis user.
         self.schedule_key = key_prefix + SCHEDULE_KEY

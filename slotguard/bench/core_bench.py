@@ -5,7 +5,7 @@ floor of any decoder."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -19,42 +19,34 @@ def resolver() -> InMemoryResolver:
     return InMemoryResolver(ServiceInfo(str(s), str(c), str(e)) for s, (c, e) in SERVICE_MAP.items())
 
 
+def _best_rate(values: Sequence[bytes], each: Callable[[bytes], object], rounds: int) -> float:
+    """Values per second through ``each``, best of ``rounds`` (one core)."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for value in values:
+            each(value)
+        best = min(best, time.perf_counter() - start)
+    return len(values) / best
+
+
 def core_rate(values: Sequence[bytes], config: CoreConfig, rounds: int = 3, *, events: bool = False) -> float:
     """Changes per second through :func:`process_change`, best of ``rounds`` (one core); with ``events``
     each event's JSON is made as well (what the worker publishes)."""
     res = resolver()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        if events:
-            for value in values:
-                for record in process_change(value, config, res).records:
-                    record.value  # noqa: B018 -- made on first access
-        else:
-            for value in values:
-                process_change(value, config, res)
-        best = min(best, time.perf_counter() - start)
-    return len(values) / best
+
+    def with_events(value: bytes) -> None:
+        for record in process_change(value, config, res).records:
+            record.value  # noqa: B018 -- made on first access
+
+    return _best_rate(values, with_events if events else lambda v: process_change(v, config, res), rounds)
 
 
 def reference_rate(values: Sequence[bytes], config: CoreConfig, rounds: int = 1) -> float:
     """Changes per second through the reference path alone (events included)."""
     res = resolver()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for value in values:
-            reference_outcome(value, config, res)
-        best = min(best, time.perf_counter() - start)
-    return len(values) / best
+    return _best_rate(values, lambda v: reference_outcome(v, config, res), rounds)
 
 
 def orjson_rate(values: Sequence[bytes], rounds: int = 3) -> float:
-    loads = orjson.loads
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for value in values:
-            loads(value)
-        best = min(best, time.perf_counter() - start)
-    return len(values) / best
+    return _best_rate(values, orjson.loads, rounds)
