@@ -129,6 +129,7 @@ class _Row:
         "starts",
         "state",
         "status",
+        "tails",
     )
 
     id: str | None
@@ -139,6 +140,8 @@ class _Row:
     ends: datetime | None
     #: The window's hour buckets; ``None`` without a start or when too long for the fast path.
     buckets: list[int] | None
+    #: The window's key tails, sorted and unique (templates that split; else ``None``).
+    tails: tuple[str, ...] | None
     status: str | None
     deleted: datetime | None
     state: int
@@ -149,6 +152,10 @@ class _Row:
         if self.state == _UNKNOWN:
             raise _Fallback  # the reference warns about the status
         return self.state == _OCCUPYING
+
+
+#: A cached window: start, end, hour buckets, key tails (see :class:`_Row`).
+_Window = tuple[datetime | None, datetime | None, list[int] | None, tuple[str, ...] | None]
 
 
 class FastPath:
@@ -174,13 +181,13 @@ class FastPath:
         self._prefix = redis_key_prefix
         self._times: dict[int | str, datetime] = {}
         self._status_cache: dict[str, tuple[str, int]] = {}
-        self._windows: dict[
-            tuple[object, object], tuple[datetime | None, datetime | None, list[int] | None]
-        ] = {}
+        #: (raw company, branch, service) -> the ids as strings: one lookup instead of three conversions.
+        self._ids: dict[tuple[object, object, object], tuple[str | None, str | None, str | None]] = {}
+        #: (raw start, raw end) -> the window, its buckets and its key tails.
+        self._windows: dict[tuple[object, object], _Window] = {}
         #: (company, branch, event type) -> the key head, for tenants whose parts passed the guard.
         self._heads: dict[tuple[str, str | None, str], str] = {}
-        self._tails = template.tails
-        self._tail = template.tail
+        self._splits = template.splits
 
     @classmethod
     def compile(cls, **parts: Any) -> FastPath | None:
@@ -228,7 +235,8 @@ class FastPath:
         return cached
 
     def _row(self, image: Any) -> _Row:
-        # Written out (no helper per field): this runs once or twice per change.
+        # Written out (no helper per field): this runs once or twice per change, and each kind of raw
+        # value (ids, window, status) is one cache lookup.
         if TOAST_PLACEHOLDER in (
             image.id, image.company_id, image.branch_id, image.service_id,
             image.starts_at, image.ends_at, image.status, image.deleted_at,
@@ -237,53 +245,79 @@ class FastPath:
         row = _Row()
         raw = image.id
         row.id = str(raw) if type(raw) is int else raw
-        raw = image.company_id
-        row.company = str(raw) if type(raw) is int else raw
-        raw = image.branch_id
-        row.branch = str(raw) if type(raw) is int else raw
-        raw = image.service_id
-        row.service = str(raw) if type(raw) is int else raw
-        window = self._windows.get((image.starts_at, image.ends_at))
+        tenant = (image.company_id, image.branch_id, image.service_id)
+        ids = self._ids.get(tenant)
+        if ids is None:
+            ids = self._ids_of(tenant)
+        row.company, row.branch, row.service = ids
+        span = (image.starts_at, image.ends_at)
+        window = self._windows.get(span)
         if window is None:
-            starts, ends = self._time(image.starts_at), self._time(image.ends_at)
-            buckets: list[int] | None = None
-            if starts is not None:
-                buckets, truncated = self._window.buckets(starts, ends)
-                if truncated or len(buckets) > _MAX_FAST_BUCKETS:
-                    buckets = None
-            window = (starts, ends, buckets)
-            if len(self._windows) >= _CACHE_LIMIT:
-                self._windows.clear()
-            self._windows[(image.starts_at, image.ends_at)] = window
-        row.starts, row.ends, row.buckets = window
-        row.deleted = self._time(image.deleted_at) if image.deleted_at is not None else None
-        row.status, row.state = self._status(image.status)
+            window = self._window_of(span)
+        row.starts, row.ends, row.buckets, row.tails = window
+        raw = image.deleted_at
+        row.deleted = None if raw is None else self._time(raw)
+        raw = image.status
+        if raw is None:
+            row.status, row.state = None, _OCCUPYING
+        else:
+            status = self._status_cache.get(raw)
+            row.status, row.state = status if status is not None else self._status(raw)
         return row
+
+    def _ids_of(self, tenant: tuple[object, object, object]) -> tuple[str | None, str | None, str | None]:
+        ids = tuple(str(v) if type(v) is int else v for v in tenant)
+        if len(self._ids) >= _CACHE_LIMIT:
+            self._ids.clear()
+        self._ids[tenant] = ids  # type: ignore[assignment]
+        return ids  # type: ignore[return-value]
+
+    def _window_of(self, span: tuple[Any, Any]) -> _Window:
+        starts, ends = self._time(span[0]), self._time(span[1])
+        buckets: list[int] | None = None
+        tails: tuple[str, ...] | None = None
+        if starts is not None:
+            buckets, truncated = self._window.buckets(starts, ends)
+            if truncated or len(buckets) > _MAX_FAST_BUCKETS:
+                buckets = None
+            elif self._splits:
+                tail = self._template.tail
+                tails = tuple(sorted({tail(b) for b in buckets}))
+        window = (starts, ends, buckets, tails)
+        if len(self._windows) >= _CACHE_LIMIT:
+            self._windows.clear()
+        self._windows[span] = window
+        return window
 
     # --- keys ----------------------------------------------------------------------------------------
 
     def _keys(self, row: _Row, resolver: EventTypeResolver, keys: list[str]) -> str:
-        """Add the keys of ``row``'s window to ``keys``; its event type."""
-        if row.company is None or row.service is None:
+        """Add the keys of ``row``'s window to ``keys`` (for a splitting template: sorted, unique); its
+        event type."""
+        company, service = row.company, row.service
+        if company is None or service is None:
             raise _Fallback
-        info = resolver.service(row.service)
-        if info is None or info.event_type_id is None:
+        info = resolver.service(service)
+        if info is None:
             raise _Fallback  # a lookup, the company policy or the skip policy: the reference path
-        if info.company_id is not None and info.company_id != row.company:
-            raise _Fallback  # the reference warns about the foreign service
-        buckets = row.buckets
-        if buckets is None:
+        event_type = info.event_type_id
+        if event_type is None:
             raise _Fallback
-        tenant = (row.company, row.branch or None, info.event_type_id)
+        owner = info.company_id
+        if owner is not None and owner != company:
+            raise _Fallback  # the reference warns about the foreign service
+        if row.buckets is None:
+            raise _Fallback
+        tenant = (company, row.branch or None, event_type)
         head = self._heads.get(tenant)
         if head is None:
             head = self._head(tenant)
-        if head:
-            tails = self._tails
-            keys += [head + (tails.get(b) or self._tail(b)) for b in buckets]
+        tails = row.tails
+        if tails is not None:
+            keys += map(head.__add__, tails)
         else:  # a template with a tenant field after the times
-            keys += self._template.render(tenant[0], tenant[1], tenant[2], buckets)
-        return info.event_type_id
+            keys += self._template.render(company, tenant[1], event_type, row.buckets)
+        return event_type
 
     def _head(self, tenant: tuple[str, str | None, str]) -> str:
         """The key head of a tenant ("" when the template has none), once its parts passed the guard."""
@@ -382,7 +416,7 @@ class FastPath:
             old_type = self._keys(old, resolver, keys)
             new_type = self._keys(new, resolver, keys)
             event = self._rescheduled(old, new, old_type, new_type, changed, src, op)
-            return self._done(op, ts_ms, keys, event)
+            return self._done(op, ts_ms, keys, event, 2)
         if now:
             event = self._booked(new, self._keys(new, resolver, keys), src, op)
             return self._done(op, ts_ms, keys, event)
@@ -399,8 +433,11 @@ class FastPath:
             return self._done(op, ts_ms, keys, event)
         return Outcome(op=op, source_ts_ms=ts_ms)
 
-    def _done(self, op: str, ts_ms: int | None, keys: list[str], event: EventRecord) -> Outcome:
-        ordered = sorted(set(keys))
+    def _done(
+        self, op: str, ts_ms: int | None, keys: list[str], event: EventRecord, windows: int = 1
+    ) -> Outcome:
+        # One window of a splitting template is sorted and unique already (its tails are).
+        ordered = keys if windows == 1 and self._splits else sorted(set(keys))
         prefix = self._prefix
         return Outcome(
             [event],
@@ -417,7 +454,7 @@ class FastPath:
     @staticmethod
     def _booked(new: _Row, event_type: str, src: _Source, op: str) -> EventRecord:
         assert new.id is not None
-        return EventRecord("booked", new.id.encode(), make=_booked_json, args=(new, event_type, src, op))
+        return EventRecord("booked", new.id.encode(), None, _booked_json, (new, event_type, src, op))
 
     @staticmethod
     def _rescheduled(
@@ -427,8 +464,9 @@ class FastPath:
         return EventRecord(
             "rescheduled",
             new.id.encode(),
-            make=_rescheduled_json,
-            args=(old, new, old_type, new_type, changed, src, op),
+            None,
+            _rescheduled_json,
+            (old, new, old_type, new_type, changed, src, op),
         )
 
     @staticmethod
@@ -437,7 +475,7 @@ class FastPath:
     ) -> EventRecord:
         assert old.id is not None
         return EventRecord(
-            "cancelled", old.id.encode(), make=_cancelled_json, args=(old, new, reason, event_type, src, op)
+            "cancelled", old.id.encode(), None, _cancelled_json, (old, new, reason, event_type, src, op)
         )
 
 

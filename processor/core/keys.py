@@ -137,6 +137,12 @@ class KeyTemplate:
         return times
 
     @property
+    def splits(self) -> bool:
+        """Whether every key is a per-tenant :meth:`head` plus a per-bucket :meth:`tail` (no tenant field
+        after a time field): then a window's keys are its tenant's head before each of its tails."""
+        return self._split is not None
+
+    @property
     def tails(self) -> dict[int, str]:
         """Bucket -> rendered tail, filled by :meth:`tail` (for callers that inline the lookup)."""
         return self._tail_cache

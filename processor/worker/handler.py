@@ -48,33 +48,26 @@ class BatchResult:
     warnings: list[str] = field(default_factory=list)
 
 
-class _Change:
-    """One record on its way through the batch (slotted: one per change on the hot path)."""
-
-    __slots__ = ("error", "outcome", "read", "record")
-
-    def __init__(self, record: Record) -> None:
-        self.record = record
-        self.read: ReadChange | None = None
-        self.outcome: Outcome | None = None
-        self.error: InputError | None = None
-
-    @property
-    def op(self) -> str:
-        if self.outcome is not None:
-            return self.outcome.op or "tombstone"
-        if self.read is None:
-            return "?"
-        return self.read.op or "tombstone"
-
-
 class PreparedBatch:
-    """A batch whose changes are derived, not yet deleted or published (:meth:`BatchHandler.prepare`)."""
+    """A batch whose changes are derived, not yet deleted or published (:meth:`BatchHandler.prepare`).
 
-    __slots__ = ("changes",)
+    Parallel lists, not an object per change: ``outcomes[i]`` is ``records[i]``'s outcome, ``None`` where
+    ``errors`` holds why it goes to the dead-letter topic (with its op for the metrics: "?" when it could
+    not be read); ``keys`` are every outcome's Redis keys."""
 
-    def __init__(self, changes: list[_Change]) -> None:
-        self.changes = changes
+    __slots__ = ("errors", "keys", "outcomes", "records")
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        outcomes: list[Outcome | None],
+        errors: dict[int, tuple[InputError, str]],
+        keys: list[str],
+    ) -> None:
+        self.records = records
+        self.outcomes = outcomes
+        self.errors = errors
+        self.keys = keys
 
 
 class BatchHandler:
@@ -111,58 +104,63 @@ class BatchHandler:
         """Read and derive every change (Postgres lookups for the reference path's unknown services
         included); nothing is deleted or published yet, so the consumer may prepare the next batch while
         the previous one is completing."""
-        changes = [_Change(r) for r in records]
         config = self._config
         resolver = self._resolver
         fast = config.fast.outcome if config.fast is not None else None
+        outcomes: list[Outcome | None] = []
+        keys: list[str] = []
         # The fast path takes the common change whole; the rest is read, prefetched for and derived by the
         # reference path (processor.core.fastpath says which is which).
-        slow: list[_Change] = []
-        for change in changes:
-            value = change.record.value
-            if fast is not None:
-                outcome = fast(value, resolver)
-                if outcome is not None:
-                    change.outcome = outcome
-                    continue
-            try:
-                change.read = read_change(value, config)
-            except InputError as exc:
-                change.error = exc
-                continue
-            slow.append(change)
+        slow: list[int] = []
+        for record in records:
+            outcome = fast(record.value, resolver) if fast is not None else None
+            if outcome is None:
+                slow.append(len(outcomes))
+            else:
+                keys += outcome.redis_keys
+            outcomes.append(outcome)
+        errors: dict[int, tuple[InputError, str]] = {}
         if slow:
-            await prefetch((c.read for c in slow if c.read is not None), config, resolver, self._policy)
-            for change in slow:
-                if change.read is not None:
-                    try:
-                        change.outcome = derive(change.read, config, resolver)
-                    except InputError as exc:
-                        change.error = exc
-        return PreparedBatch(changes)
+            reads: dict[int, ReadChange] = {}
+            for i in slow:
+                try:
+                    reads[i] = read_change(records[i].value, config)
+                except InputError as exc:
+                    errors[i] = (exc, "?")
+            await prefetch(reads.values(), config, resolver, self._policy)
+            for i, read in reads.items():
+                try:
+                    outcome = outcomes[i] = derive(read, config, resolver)
+                except InputError as exc:
+                    errors[i] = (exc, read.op or "tombstone")
+                else:
+                    keys += outcome.redis_keys
+        return PreparedBatch(records, outcomes, errors, keys)
 
     async def complete(self, batch: PreparedBatch) -> BatchResult:
         """Delete the batch's keys, then publish its events and dead letters; returns once Redis and Kafka
         acknowledged everything (retrying under the failure policy until they do)."""
-        changes = batch.changes
-        result = BatchResult(changes=len(changes))
+        outcomes = batch.outcomes
+        result = BatchResult(changes=len(outcomes))
         # Unique, in first-seen order (UNLINK does not care about order; a sort cost more than the set).
-        keys = list(dict.fromkeys(k for c in changes if c.outcome is not None for k in c.outcome.redis_keys))
+        keys = list(dict.fromkeys(batch.keys))
         result.total_keys = len(keys)
         if keys:
             # Blocks (retrying) until Redis acknowledged: nothing below -- and no commit -- happens before.
             result.keys_deleted = await self._policy.retry("redis", lambda: self._invalidator.unlink(keys))
-            acked_at = self._clock()
-            observe = self._metrics.commit_to_delete.observe
-            for c in changes:
-                outcome = c.outcome
-                if outcome is not None and outcome.redis_keys and outcome.source_ts_ms is not None:
-                    observe(max(0.0, acked_at - outcome.source_ts_ms / 1000.0))
+            acked_ms = self._clock() * 1000.0
+            self._metrics.commit_to_delete.observe_many(
+                [
+                    max(0.0, acked_ms - o.source_ts_ms) / 1000.0
+                    for o in outcomes
+                    if o is not None and o.redis_keys and o.source_ts_ms is not None
+                ]
+            )
 
-        if any(c.error is not None or (c.outcome is not None and c.outcome.records) for c in changes):
-            await self._policy.retry("kafka", lambda: self._publish(changes))
+        if batch.errors or any(o is not None and o.records for o in outcomes):
+            await self._policy.retry("kafka", lambda: self._publish(batch))
 
-        self._account(changes, result)
+        self._account(batch, result)
         log.info(
             "cache invalidation complete",
             extra={
@@ -175,21 +173,26 @@ class BatchHandler:
         )
         return result
 
-    async def _publish(self, changes: Sequence[_Change]) -> None:
-        """Send every derived event and dead letter of the batch and wait for all acknowledgements.
+    async def _publish(self, batch: PreparedBatch) -> None:
+        """Send every derived event and dead letter of the batch, in record order, and wait for all
+        acknowledgements; the events between two dead letters go in one call.
 
         A retry sends all of them again: events are at least once (consumers dedupe by ``event_id``)."""
-        send = self._publisher.send
-        for c in changes:
-            if c.error is not None:
-                r = c.record
-                await send(self._dlq_topic, r.key, r.value, dead_letter_headers(r, c.error))
-            elif c.outcome is not None:
-                for event in c.outcome.records:
-                    await send(self._events_topic, event.key, event.value, ())
-        await self._publisher.flush()
+        publisher = self._publisher
+        outcomes, errors = batch.outcomes, batch.errors
+        begin = 0
+        for end in (*sorted(errors), len(outcomes)):
+            await publisher.send_many(
+                self._events_topic,
+                [(e.key, e.value) for o in outcomes[begin:end] if o is not None for e in o.records],
+            )
+            if end < len(outcomes):
+                r = batch.records[end]
+                await publisher.send(self._dlq_topic, r.key, r.value, dead_letter_headers(r, errors[end][0]))
+            begin = end + 1
+        await publisher.flush()
 
-    def _account(self, changes: Sequence[_Change], result: BatchResult) -> None:
+    def _account(self, batch: PreparedBatch, result: BatchResult) -> None:
         m = self._metrics
         m.batches.inc()
         m.keys_requested.inc(result.total_keys)
@@ -199,35 +202,37 @@ class BatchHandler:
         by_outcome: Counter[tuple[str, str]] = Counter()
         by_type: Counter[str] = Counter()
         unresolved = 0
-        for c in changes:
-            if c.error is not None:
-                result.dead_lettered += 1
-                by_outcome[(c.op, "dlq")] += 1
-                m.dlq.labels(error_class=type(c.error).__name__).inc()
-                log.warning(
-                    "change dead-lettered",
-                    extra={
-                        "error": str(c.error),
-                        "error_class": type(c.error).__name__,
-                        "topic": c.record.topic,
-                        "partition": c.record.partition,
-                        "offset": c.record.offset,
-                    },
-                )
+        for i, (error, op) in batch.errors.items():
+            record = batch.records[i]
+            result.dead_lettered += 1
+            by_outcome[(op, "dlq")] += 1
+            m.dlq.labels(error_class=type(error).__name__).inc()
+            log.warning(
+                "change dead-lettered",
+                extra={
+                    "error": str(error),
+                    "error_class": type(error).__name__,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                },
+            )
+        for i, outcome in enumerate(batch.outcomes):
+            if outcome is None:
                 continue
-            outcome = c.outcome
-            assert outcome is not None
             by_outcome[(outcome.op or "tombstone", "invalidated" if outcome.redis_keys else "noop")] += 1
             for event in outcome.records:
                 by_type[event.type] += 1
-            unresolved += outcome.unresolved_event_types
-            for warning in outcome.warnings:
-                result.warnings.append(warning)
-                m.warnings.inc()
-                log.warning(
-                    "change processed with a warning",
-                    extra={"warning": warning, "partition": c.record.partition, "offset": c.record.offset},
-                )
+            if outcome.warnings or outcome.unresolved_event_types:
+                unresolved += outcome.unresolved_event_types
+                record = batch.records[i]
+                for warning in outcome.warnings:
+                    result.warnings.append(warning)
+                    m.warnings.inc()
+                    log.warning(
+                        "change processed with a warning",
+                        extra={"warning": warning, "partition": record.partition, "offset": record.offset},
+                    )
         for (op, what), count in by_outcome.items():
             m.changes.labels(op=op, outcome=what).inc(count)
         for kind, count in by_type.items():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
@@ -156,6 +156,9 @@ class _Publisher:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
     ) -> None:
         self.sent.append((topic, key, value, list(headers)))
+
+    async def send_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        self.sent.extend((topic, key, value, []) for key, value in records)
 
     async def flush(self) -> None:
         if self.failures:
