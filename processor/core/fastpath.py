@@ -130,6 +130,7 @@ class _Row:
         "state",
         "status",
         "tails",
+        "window_json",
     )
 
     id: str | None
@@ -142,6 +143,8 @@ class _Row:
     buckets: list[int] | None
     #: The window's key tails, sorted and unique (templates that split; else ``None``).
     tails: tuple[str, ...] | None
+    #: ``{"starts_at": …, "ends_at": …}`` as the events write it, serialised once per window.
+    window_json: orjson.Fragment
     status: str | None
     deleted: datetime | None
     state: int
@@ -154,8 +157,8 @@ class _Row:
         return self.state == _OCCUPYING
 
 
-#: A cached window: start, end, hour buckets, key tails (see :class:`_Row`).
-_Window = tuple[datetime | None, datetime | None, list[int] | None, tuple[str, ...] | None]
+#: A cached window: start, end, hour buckets, key tails, its JSON (see :class:`_Row`).
+_Window = tuple[datetime | None, datetime | None, list[int] | None, tuple[str, ...] | None, orjson.Fragment]
 
 
 class FastPath:
@@ -254,7 +257,7 @@ class FastPath:
         window = self._windows.get(span)
         if window is None:
             window = self._window_of(span)
-        row.starts, row.ends, row.buckets, row.tails = window
+        row.starts, row.ends, row.buckets, row.tails, row.window_json = window
         raw = image.deleted_at
         row.deleted = None if raw is None else self._time(raw)
         raw = image.status
@@ -283,7 +286,13 @@ class FastPath:
             elif self._splits:
                 tail = self._template.tail
                 tails = tuple(sorted({tail(b) for b in buckets}))
-        window = (starts, ends, buckets, tails)
+        window = (
+            starts,
+            ends,
+            buckets,
+            tails,
+            orjson.Fragment(orjson.dumps({"starts_at": starts, "ends_at": ends})),
+        )
         if len(self._windows) >= _CACHE_LIMIT:
             self._windows.clear()
         self._windows[span] = window
@@ -491,7 +500,7 @@ def _booked_json(new: _Row, event_type: str, src: _Source, op: str) -> bytes:
             "event_type_id": event_type,
             "status": new.status,
             "source": source_position(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
-            "new_window": {"starts_at": new.starts, "ends_at": new.ends},
+            "new_window": new.window_json,
         }
     )
 
@@ -514,8 +523,8 @@ def _rescheduled_json(
             "old_branch_id": old.branch,
             "old_service_id": old.service,
             "old_event_type_id": old_type,
-            "old_window": {"starts_at": old.starts, "ends_at": old.ends},
-            "new_window": {"starts_at": new.starts, "ends_at": new.ends},
+            "old_window": old.window_json,
+            "new_window": new.window_json,
             "changed": changed,
         }
     )
@@ -536,6 +545,6 @@ def _cancelled_json(
             "status": new.status if new is not None else old.status,
             "source": source_position(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
             "reason": reason,
-            "old_window": {"starts_at": old.starts, "ends_at": old.ends},
+            "old_window": old.window_json,
         }
     )
