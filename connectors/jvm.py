@@ -49,6 +49,14 @@ def start_jvm(
     instead of the JVM exiting under it. ``heap_mb`` caps the heap (``-Xmx``) and selects the serial
     collector: Java otherwise sizes the heap from the machine's RAM and the relay's RSS follows the
     *committed* heap, not what it uses (a few tens of MiB).
+
+    Two collector settings keep full collections out of the change stream's path (each one stops the
+    engine thread): JPype asks Java for a full collection (``System.gc()``) whenever Python's collector
+    has run and Python memory grew -- with the serial collector that was a 60-184 ms pause every ~4 s
+    under load, the relay's whole Debezium -> Kafka tail -- so explicit collections are off (Java still
+    collects when its heap needs it, and the relay's Python side holds no Java objects beyond a batch);
+    and Metaspace's first resize threshold is raised past what Debezium's classes take, which otherwise
+    cost a full collection ("Metadata GC Threshold") at start and again a minute into the load.
     """
     runtime = find_java(java_home)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +67,12 @@ def start_jvm(
     try:
         from pydbzengine.engine.jvm import ensure_jvm_started
 
-        options = ["-Xrs", f"-Dlog4j2.configurationFile={log_config}"]
+        options = [
+            "-Xrs",
+            f"-Dlog4j2.configurationFile={log_config}",
+            "-XX:+DisableExplicitGC",
+            "-XX:MetaspaceSize=128m",
+        ]
         if heap_mb is not None:
             # pydbzengine puts -Xms256m -Xmx2g -XX:+UseG1GC first; later options win, and G1 must be
             # switched off explicitly before another collector may be chosen.
