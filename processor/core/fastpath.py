@@ -291,7 +291,9 @@ class FastPath:
             ends,
             buckets,
             tails,
-            orjson.Fragment(orjson.dumps({"starts_at": starts, "ends_at": ends})),
+            # Decoded to a str of its own size: orjson's bytes keep their ~2 KB write buffer, which made
+            # this cache 17 MB at 8,600 windows (tracemalloc) instead of under 1 MB.
+            orjson.Fragment(orjson.dumps({"starts_at": starts, "ends_at": ends}).decode()),
         )
         if len(self._windows) >= _CACHE_LIMIT:
             self._windows.clear()
