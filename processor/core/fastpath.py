@@ -207,6 +207,8 @@ class FastPath:
             return None
         cached = self._times.get(raw)
         if cached is None:
+            if raw == TOAST_PLACEHOLDER:
+                raise _Fallback
             try:
                 cached = decode_instant(raw, None, self._zone)
             except TemporalError:
@@ -222,6 +224,8 @@ class FastPath:
             return None, _OCCUPYING
         cached = self._status_cache.get(raw)
         if cached is None:
+            if raw == TOAST_PLACEHOLDER:
+                raise _Fallback
             status = raw.strip().lower()
             policy = self._statuses
             state = (
@@ -239,14 +243,13 @@ class FastPath:
 
     def _row(self, image: Any) -> _Row:
         # Written out (no helper per field): this runs once or twice per change, and each kind of raw
-        # value (ids, window, status) is one cache lookup.
-        if TOAST_PLACEHOLDER in (
-            image.id, image.company_id, image.branch_id, image.service_id,
-            image.starts_at, image.ends_at, image.status, image.deleted_at,
-        ):  # fmt: skip
-            raise _Fallback  # an unchanged TOASTed column: the reference takes it from the other image
+        # value (ids, window, status) is one cache lookup. An unchanged TOASTed column (the placeholder)
+        # goes to the reference path, which takes it from the other image: the miss paths check for it,
+        # so no cached value is ever the placeholder (a time that is one fails to parse).
         row = _Row()
         raw = image.id
+        if raw == TOAST_PLACEHOLDER:
+            raise _Fallback
         row.id = str(raw) if type(raw) is int else raw
         tenant = (image.company_id, image.branch_id, image.service_id)
         ids = self._ids.get(tenant)
@@ -269,6 +272,8 @@ class FastPath:
         return row
 
     def _ids_of(self, tenant: tuple[object, object, object]) -> tuple[str | None, str | None, str | None]:
+        if TOAST_PLACEHOLDER in tenant:
+            raise _Fallback
         ids = tuple(str(v) if type(v) is int else v for v in tenant)
         if len(self._ids) >= _CACHE_LIMIT:
             self._ids.clear()
@@ -411,17 +416,17 @@ class FastPath:
         was = old.occupies()
         now = new.occupies()
         if was and now:
-            changed = [
-                f
-                for f, a, b in (
-                    ("starts_at", old.starts, new.starts),
-                    ("ends_at", old.ends, new.ends),
-                    ("company_id", old.company, new.company),
-                    ("branch_id", old.branch, new.branch),
-                    ("service_id", old.service, new.service),
-                )
-                if a != b
-            ]
+            changed: list[str] = []  # in the models' field order
+            if old.starts != new.starts:
+                changed.append("starts_at")
+            if old.ends != new.ends:
+                changed.append("ends_at")
+            if old.company != new.company:
+                changed.append("company_id")
+            if old.branch != new.branch:
+                changed.append("branch_id")
+            if old.service != new.service:
+                changed.append("service_id")
             if not changed:
                 return Outcome(op=op, source_ts_ms=ts_ms)
             old_type = self._keys(old, resolver, keys)
