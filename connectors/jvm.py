@@ -54,7 +54,8 @@ def start_jvm(
     engine thread): JPype asks Java for a full collection (``System.gc()``) whenever Python's collector
     has run and Python memory grew -- with the serial collector that was a 60-184 ms pause every ~4 s
     under load, the relay's whole Debezium -> Kafka tail -- so explicit collections are off (Java still
-    collects when its heap needs it, and the relay's Python side holds no Java objects beyond a batch);
+    collects when its heap needs it; the relay's Python side keeps no Java object from one batch to the
+    next but its Kafka clients);
     and Metaspace's first resize threshold is raised past what Debezium's classes take, which otherwise
     cost a full collection ("Metadata GC Threshold") at start and again a minute into the load.
     """

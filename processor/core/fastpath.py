@@ -263,12 +263,8 @@ class FastPath:
         row.starts, row.ends, row.buckets, row.tails, row.window_json = window
         raw = image.deleted_at
         row.deleted = None if raw is None else self._time(raw)
-        raw = image.status
-        if raw is None:
-            row.status, row.state = None, _OCCUPYING
-        else:
-            status = self._status_cache.get(raw)
-            row.status, row.state = status if status is not None else self._status(raw)
+        status = self._status_cache.get(image.status)  # a miss (None included) takes _status
+        row.status, row.state = status if status is not None else self._status(image.status)
         return row
 
     def _ids_of(self, tenant: tuple[object, object, object]) -> tuple[str | None, str | None, str | None]:

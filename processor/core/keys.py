@@ -142,11 +142,6 @@ class KeyTemplate:
         after a time field): then a window's keys are its tenant's head before each of its tails."""
         return self._split is not None
 
-    @property
-    def tails(self) -> dict[int, str]:
-        """Bucket -> rendered tail, filled by :meth:`tail` (for callers that inline the lookup)."""
-        return self._tail_cache
-
     def head(self, company: str, branch: str | None, event_type: str | None) -> str:
         """The part of every key of this tenant before the first time field; "" when a tenant field
         follows a time field (then only :meth:`render` renders)."""
