@@ -140,6 +140,12 @@ class BatchHandler:
     async def complete(self, batch: PreparedBatch) -> BatchResult:
         """Delete the batch's keys, then publish its events and dead letters; returns once Redis and Kafka
         acknowledged everything (retrying under the failure policy until they do)."""
+        return await self.publish(batch, await self.delete(batch))
+
+    async def delete(self, batch: PreparedBatch) -> BatchResult:
+        """The first half of :meth:`complete`: returns once Redis acknowledged the UNLINK of every key of
+        the batch (retrying until it does). The consumer may start the next batch's delete then, while
+        this batch's events are still being published."""
         outcomes = batch.outcomes
         result = BatchResult(changes=len(outcomes))
         # Unique, in first-seen order (UNLINK does not care about order; a sort cost more than the set).
@@ -156,8 +162,12 @@ class BatchHandler:
                     if o is not None and o.redis_keys and o.source_ts_ms is not None
                 ]
             )
+        return result
 
-        if batch.errors or any(o is not None and o.records for o in outcomes):
+    async def publish(self, batch: PreparedBatch, result: BatchResult) -> BatchResult:
+        """The second half of :meth:`complete`, after :meth:`delete`: publish the events and dead letters
+        and return once Kafka acknowledged them all (retrying until it does)."""
+        if batch.errors or any(o is not None and o.records for o in batch.outcomes):
             await self._policy.retry("kafka", lambda: self._publish(batch))
 
         self._account(batch, result)

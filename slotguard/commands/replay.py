@@ -49,8 +49,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--force",
         action="store_true",
         help="Skip the active-member check and commit by joining the group (evicting members that no longer "
-        "heartbeat): for brokers that keep members listed after they left, like the local tansu broker. "
-        "Only when you know no worker runs.",
+        "heartbeat): for a member still listed after it died (kill -9: until its session times out) or a "
+        "broker that keeps members listed after they left. Only when you know no worker runs.",
     )
     parser.set_defaults(func=run)
 
