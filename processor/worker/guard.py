@@ -33,7 +33,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -111,6 +111,25 @@ class FillTracker:
             self._watches[key] = _Watch(suspects=count, until=now + self.window)
         else:
             self._watches.pop(key, None)  # nobody was filling: no write that follows can be stale
+
+    def invalidated_many(self, keys: Iterable[str]) -> None:
+        """:meth:`invalidated` for each of ``keys``, in one pass: an announcement carries a whole batch's
+        keys, and only those with a fill in flight or a watch need any work -- set operations find them."""
+        now = self._clock()
+        watches = self._watches
+        if not self.precise:
+            until = now + self.window
+            for key in keys:
+                watches[key] = _Watch(suspects=1, until=until)
+            return
+        announced = keys if isinstance(keys, (set, frozenset)) else set(keys)
+        pending = self._pending
+        filling = {k for k in announced & pending.keys() if pending[k][0] > 0} if pending else set()
+        for key in filling:
+            watches[key] = _Watch(suspects=pending[key][0], until=now + self.window)
+        if watches:
+            for key in (announced & watches.keys()) - filling:
+                del watches[key]  # nobody was filling: no write that follows can be stale
 
     def written(self, key: str) -> bool:
         """A write of ``key`` landed; True when it must be deleted again."""
@@ -217,8 +236,11 @@ class KeyspaceGuard:
             log.warning("ignored a malformed announcement on %s", self.channel)
             return
         if isinstance(keys, list):
-            for key in keys:
-                self.tracker.invalidated(str(key))
+            try:
+                announced = set(keys)
+            except TypeError:  # not our script's output: keep what can be a key
+                announced = {str(k) for k in keys if isinstance(k, (str, int, float))}
+            self.tracker.invalidated_many(announced)
 
     async def run(self) -> None:
         """Subscribe and guard until cancelled; reconnects with backoff when Redis goes away."""

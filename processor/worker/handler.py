@@ -209,7 +209,7 @@ class BatchHandler:
         m.keys_deleted.inc(result.keys_deleted)
         # Counted per batch, one labels() call per distinct label set: per change it cost more than the
         # core's own work on the fast path.
-        by_outcome: Counter[tuple[str, str]] = Counter()
+        by_outcome: Counter[tuple[str | None, str | bool]] = Counter()
         by_type: Counter[str] = Counter()
         unresolved = 0
         for i, (error, op) in batch.errors.items():
@@ -227,24 +227,25 @@ class BatchHandler:
                     "offset": record.offset,
                 },
             )
+        outcomes = [o for o in batch.outcomes if o is not None]
+        # Counter's C loop over generators: a Python statement per change cost more than the rest here.
+        by_outcome.update((o.op, bool(o.redis_keys)) for o in outcomes)
+        by_type.update(e.type for o in outcomes for e in o.records)
         for i, outcome in enumerate(batch.outcomes):
-            if outcome is None:
+            if outcome is None or not (outcome.warnings or outcome.unresolved_event_types):
                 continue
-            by_outcome[(outcome.op or "tombstone", "invalidated" if outcome.redis_keys else "noop")] += 1
-            for event in outcome.records:
-                by_type[event.type] += 1
-            if outcome.warnings or outcome.unresolved_event_types:
-                unresolved += outcome.unresolved_event_types
-                record = batch.records[i]
-                for warning in outcome.warnings:
-                    result.warnings.append(warning)
-                    m.warnings.inc()
-                    log.warning(
-                        "change processed with a warning",
-                        extra={"warning": warning, "partition": record.partition, "offset": record.offset},
-                    )
-        for (op, what), count in by_outcome.items():
-            m.changes.labels(op=op, outcome=what).inc(count)
+            unresolved += outcome.unresolved_event_types
+            record = batch.records[i]
+            for warning in outcome.warnings:
+                result.warnings.append(warning)
+                m.warnings.inc()
+                log.warning(
+                    "change processed with a warning",
+                    extra={"warning": warning, "partition": record.partition, "offset": record.offset},
+                )
+        for (kind_of_op, what), count in by_outcome.items():
+            label = what if isinstance(what, str) else "invalidated" if what else "noop"
+            m.changes.labels(op=kind_of_op or "tombstone", outcome=label).inc(count)
         for kind, count in by_type.items():
             result.events += count
             m.events.labels(type=kind).inc(count)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from processor.worker.guard import FillTracker, KeyspaceGuard, glob_escape, missing_flags
 from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
@@ -136,3 +139,49 @@ def test_the_guard_follows_misses_announcements_and_writes_and_ignores_leases() 
 
     asyncio.run(play())
     assert fake.deleted == ["app:k"]
+
+
+_KEYS = st.sampled_from(["a", "b", "c"])
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["missed", "written", "announced", "tick", "prune", "toggle"]),
+        st.lists(_KEYS, max_size=4),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(steps=_STEPS, precise=st.booleans())
+def test_an_announcement_at_once_tracks_as_its_keys_one_by_one(
+    steps: list[tuple[str, list[str]]], precise: bool
+) -> None:
+    """invalidated_many (the announcement path) leaves the tracker as invalidated per key would, and later
+    writes are judged the same, whatever misses, writes, announcements, pruning and changes of precision
+    (the guard reconnecting to a server that does or does not publish misses) came before."""
+    one, one_clock = tracker(precise=precise)
+    many, many_clock = tracker(precise=precise)
+    verdicts: tuple[list[bool], list[bool]] = ([], [])
+    for step, keys in steps:
+        if step == "tick":
+            one_clock.now += 0.7 * (1 + 20 * len(keys))
+            many_clock.now = one_clock.now
+        elif step == "prune":
+            one.prune()
+            many.prune()
+        elif step == "toggle":
+            one.precise = many.precise = not one.precise
+        for key in keys if step in ("missed", "written") else ():
+            if step == "missed":
+                one.missed(key)
+                many.missed(key)
+            elif step == "written":
+                verdicts[0].append(one.written(key))
+                verdicts[1].append(many.written(key))
+        if step == "announced":
+            for key in keys:
+                one.invalidated(key)
+            many.invalidated_many(keys)
+    assert verdicts[0] == verdicts[1]
+    assert one._pending == many._pending
+    assert one._watches == many._watches
