@@ -19,7 +19,6 @@ from schemas.events import (
     parse_booking_event,
 )
 
-
 _BLAKE2B_16 = hashlib.blake2b(digest_size=16)
 
 

@@ -23,7 +23,8 @@ Headers = Sequence[tuple[str, bytes]]
 
 
 class Record(Protocol):
-    """A consumed Kafka record as the worker reads it: aiokafka's ``ConsumerRecord`` is one, unwrapped."""
+    """A consumed Kafka record as the worker reads it (the consumer's ``KafkaRecord``, a test's
+    :class:`SourceRecord`)."""
 
     @property
     def topic(self) -> str: ...

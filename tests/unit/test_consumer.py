@@ -1,0 +1,118 @@
+"""The appointments consumer's commit bookkeeping over a fake librdkafka consumer (the real one, with
+rebalances and a stuck batch, is in tests/integration/test_worker_resilience.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from processor.worker.consumer import AppointmentsConsumer, KafkaRecord
+from processor.worker.metrics import WorkerMetrics
+from schemas.connections import KafkaConnection
+
+TOPIC = "app.public.appointments"
+
+
+class FakeConsumer:
+    """Records commits; ``refuse`` makes the next commit raise as the group coordinator would."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.refuse: KafkaError | None = None
+        self.assigned: list[TopicPartition] = []
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
+        assert asynchronous is False  # the batch's commit is done when it returns
+        if self.refuse is not None:
+            error, self.refuse = self.refuse, None
+            raise KafkaException(error)
+        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+        return offsets
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = partitions
+
+
+class _Handler:
+    async def prepare(self, records: Any) -> Any: ...
+    async def delete(self, batch: Any) -> Any: ...
+    async def publish(self, batch: Any, result: Any) -> Any: ...
+
+
+def _consumer() -> tuple[AppointmentsConsumer, FakeConsumer, WorkerMetrics]:
+    metrics = WorkerMetrics()
+    consumer = AppointmentsConsumer(
+        kafka=KafkaConnection(), group="g", topic=TOPIC, handler=_Handler(), metrics=metrics
+    )
+    fake = FakeConsumer()
+
+    class _Loop:
+        def call_soon_threadsafe(self, fn: Any) -> None:
+            fn()
+
+    consumer._loop = _Loop()  # type: ignore[assignment]
+    consumer._on_assign(fake, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    return consumer, fake, metrics
+
+
+def test_a_record_reads_its_value_once_and_the_rest_from_the_message() -> None:
+    message = confluent_kafka.Message(
+        topic=TOPIC, partition=3, offset=41, key=b"k", value=b"{}", headers=[("h", b"v")]
+    )
+    record = KafkaRecord(message)
+    assert (record.topic, record.partition, record.offset, record.key, record.value) == (
+        TOPIC,
+        3,
+        41,
+        b"k",
+        b"{}",
+    )
+    assert list(record.headers) == [("h", b"v")]
+
+
+def test_a_handled_batch_commits_the_next_offset_of_each_of_its_partitions() -> None:
+    consumer, fake, metrics = _consumer()
+    consumer._commit_handled(fake, {(TOPIC, 0): 10, (TOPIC, 1): 7})
+    assert fake.commits == [{(TOPIC, 0): 10, (TOPIC, 1): 7}]
+    consumer._commit_handled(fake, {(TOPIC, 0): 10})  # nothing new: no commit
+    assert len(fake.commits) == 1
+    assert metrics.commits._value.get() == 1
+
+
+def test_a_batch_of_a_partition_revoked_meanwhile_is_not_committed() -> None:
+    """Rule 3: the partition's next owner redoes it; this worker commits nothing for it any more."""
+    consumer, fake, _ = _consumer()
+    consumer._on_revoke(fake, [TopicPartition(TOPIC, 1)])
+    consumer._commit_handled(fake, {(TOPIC, 0): 5, (TOPIC, 1): 9})
+    assert fake.commits == [{(TOPIC, 0): 5}]
+
+
+def test_revocation_commits_what_is_done_and_not_yet_committed() -> None:
+    consumer, fake, _ = _consumer()
+    fake.refuse = KafkaError(KafkaError.REQUEST_TIMED_OUT)
+    consumer._commit_handled(fake, {(TOPIC, 0): 12})  # failed: retried later
+    assert fake.commits == []
+    consumer._on_revoke(fake, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    assert fake.commits == [{(TOPIC, 0): 12}]
+    assert consumer.assignment == frozenset()
+
+
+def test_a_commit_refused_after_a_rebalance_is_not_recorded_as_committed() -> None:
+    consumer, fake, _ = _consumer()
+    fake.refuse = KafkaError(KafkaError.ILLEGAL_GENERATION)
+    consumer._commit_handled(fake, {(TOPIC, 0): 3})
+    assert consumer.committed == {}
+    consumer._commit_handled(fake, {(TOPIC, 0): 3})  # still owed: sent again with the next batch
+    assert fake.commits == [{(TOPIC, 0): 3}]
+    assert consumer.committed == {(TOPIC, 0): 3}
+
+
+def test_the_consumer_prefetches_a_bounded_amount_and_never_commits_by_itself() -> None:
+    consumer, _, _ = _consumer()
+    config = consumer._config()
+    assert config["enable.auto.commit"] is False
+    assert config["enable.auto.offset.store"] is False
+    assert config["queued.max.messages.kbytes"] <= 16384
+    assert config["fetch.queue.backoff.ms"] <= 10  # librdkafka's default (1 s) starved the worker
