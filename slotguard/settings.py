@@ -199,7 +199,9 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="Seconds a Postgres event-type lookup is cached."
     )
     broker_rebalance_timeout: float = Field(
-        default=60.0, gt=0, description="Faust broker_rebalance_timeout, seconds."
+        default=60.0,
+        gt=0,
+        description="Seconds a rebalance waits for the workers to rejoin (librdkafka max.poll.interval.ms).",
     )
     broker_session_timeout: float = Field(
         default=30.0,
