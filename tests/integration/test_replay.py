@@ -110,6 +110,53 @@ def test_replay_to_a_datetime_redoes_exactly_the_changes_after_it(
     assert still_there(redis_client, early) == early, "changes before the replay time were redone"
 
 
+def test_a_worker_killed_with_minus_9_blocks_a_replay_until_forced(
+    dev_stack: Any,
+    topics: Topics,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+    env_of: Callable[[Settings], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A worker that died without leaving stays a member until its session times out: a replay then is
+    refused, ``--force`` resets the offsets anyway, and the next worker redoes everything after them."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
+    # A session long enough that the dead member is still listed when the replay runs (the local broker
+    # holds a join for half of it, so not longer than needed).
+    settings = worker_settings(
+        dev_stack, topics, key_prefix, second_delete_after=0, broker_session_timeout=20.0
+    )
+    env_of(settings)
+    kafka_options = {"bootstrap_servers": dev_stack.kafka_bootstrap}
+    keys = _keys(key_prefix, range(0, 3))
+    for key in keys:
+        redis_client.set(key, "cached")
+    worker = WorkerProcess(settings, tmp_path / "w1.log")
+    workers.append(worker)
+    produce(dev_stack.kafka_bootstrap, topics.appointments, [_booking(i) for i in range(3)])
+    wait_keys_gone(redis_client, keys, worker)
+
+    def committed() -> dict[int, int]:
+        return committed_offsets(dev_stack.kafka_bootstrap, topics.group, topics.appointments)
+
+    wait_until(lambda: committed().get(0) == 3, timeout=60, what=lambda: f"offset 3 committed: {committed()}")
+    worker.kill9()
+    assert asyncio.run(active_members(kafka_options, topics.group)), "the dead member was dropped at once"
+    assert main(["replay", "--to-earliest", "--yes"]) == 2
+    assert "active member" in capsys.readouterr().err
+    assert committed() == {0: 3}
+    assert main(["replay", "--to-earliest", "--yes", "--force"]) == 0
+    assert committed() == {0: 0}
+
+    for key in keys:
+        redis_client.set(key, "cached again")
+    restarted = WorkerProcess(settings.model_copy(), tmp_path / "w2.log")
+    workers.append(restarted)
+    wait_keys_gone(redis_client, keys, restarted)
+
+
 def test_replay_without_yes_and_without_a_terminal_refuses(
     dev_stack: Any,
     topics: Topics,
