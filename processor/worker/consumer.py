@@ -3,8 +3,9 @@
 Why not Faust's agent stream: its per-event machinery alone caps near 10k records/s on a 2-core machine,
 and it acks generation-skipped events after a rebalance (docs/worker.md has the measurements). Why
 librdkafka (``confluent-kafka``) and not aiokafka: draining a 4-partition topic and nothing else, aiokafka
-spent 4.8 µs of the worker's one Python thread per record, librdkafka 2.1 µs in all, most of it on its own
-threads (docs/bench.md). This consumer keeps the commit rules simple enough to state and test:
+spent 4.8-5.9 µs of the worker's one Python thread per record, librdkafka 2.1-2.7 µs in all threads, of
+which 1.9 µs on the thread calling ``consume`` (with the GIL: librdkafka's messages becoming Python objects;
+docs/worker.md). This consumer keeps the commit rules simple enough to state and test:
 
 1. a batch is what is fetched (records of each partition in offset order), handed whole to the
    :class:`~processor.worker.handler.BatchHandler`: ``prepare`` derives it, ``delete`` returns once Redis
