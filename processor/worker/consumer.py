@@ -64,7 +64,8 @@ _REBALANCED = frozenset(
 )
 
 #: Seconds a completing batch may hold up the loop before the consumer pauses and keeps serving the group:
-#: a pause drops librdkafka's prefetched records, so it is kept for batches that are really stuck.
+#: kept for batches that are really stuck, since librdkafka may discard what it prefetched for a paused
+#: partition and fetch it again on resume.
 STUCK_AFTER = 0.5
 #: Seconds per poll while paused (the longest a rebalance waits for a stuck worker to answer).
 SERVE_INTERVAL = 0.1
@@ -403,7 +404,7 @@ class AppointmentsConsumer:
             self.committed.pop(tp, None)
         self._assignment = self._assignment - partitions
         self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in partitions]
-        self._metrics.assigned_partitions.set(len(self._assignment))
+        self._metrics.assigned_partitions.set(self._assigned_count())
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         assigned = {(tp.topic, tp.partition) for tp in partitions}
@@ -416,11 +417,14 @@ class AppointmentsConsumer:
         if self._paused:
             consumer.pause(partitions)  # a stuck worker takes no new records either
         self._assignment = self._assignment | assigned
-        count = sum(1 for t, _ in self._assignment if t == self._topic)
+        count = self._assigned_count()
         self._metrics.assigned_partitions.set(count)
         log.info("partitions assigned", extra={"assigned_partitions": count, "topic": self._topic})
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self.assigned_once.set)
+
+    def _assigned_count(self) -> int:
+        return sum(1 for topic, _ in self._assignment if topic == self._topic)
 
     def _redo_starts(self, consumer: Any, partitions: list[TopicPartition]) -> dict[Partition, int]:
         """The safety net: start each assigned partition at min(committed, the first offset of the last

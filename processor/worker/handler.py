@@ -209,7 +209,7 @@ class BatchHandler:
         m.keys_deleted.inc(result.keys_deleted)
         # Counted per batch, one labels() call per distinct label set: per change it cost more than the
         # core's own work on the fast path.
-        by_outcome: Counter[tuple[str | None, str | bool]] = Counter()
+        by_outcome: Counter[tuple[str, str]] = Counter()
         by_type: Counter[str] = Counter()
         unresolved = 0
         for i, (error, op) in batch.errors.items():
@@ -229,7 +229,7 @@ class BatchHandler:
             )
         outcomes = [o for o in batch.outcomes if o is not None]
         # Counter's C loop over generators: a Python statement per change cost more than the rest here.
-        by_outcome.update((o.op, bool(o.redis_keys)) for o in outcomes)
+        by_outcome.update((o.op or "tombstone", "invalidated" if o.redis_keys else "noop") for o in outcomes)
         by_type.update(e.type for o in outcomes for e in o.records)
         for i, outcome in enumerate(batch.outcomes):
             if outcome is None or not (outcome.warnings or outcome.unresolved_event_types):
@@ -243,9 +243,8 @@ class BatchHandler:
                     "change processed with a warning",
                     extra={"warning": warning, "partition": record.partition, "offset": record.offset},
                 )
-        for (kind_of_op, what), count in by_outcome.items():
-            label = what if isinstance(what, str) else "invalidated" if what else "noop"
-            m.changes.labels(op=kind_of_op or "tombstone", outcome=label).inc(count)
+        for (change_op, what), count in by_outcome.items():
+            m.changes.labels(op=change_op, outcome=what).inc(count)
         for kind, count in by_type.items():
             result.events += count
             m.events.labels(type=kind).inc(count)
