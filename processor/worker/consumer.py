@@ -11,7 +11,8 @@ docs/worker.md). This consumer keeps the commit rules simple enough to state and
    :class:`~processor.worker.handler.BatchHandler`: ``prepare`` derives it, ``delete`` returns once Redis
    acknowledged its UNLINK, ``publish`` once Kafka acknowledged its events and dead letters. Three batches
    overlap -- one being prepared, one deleting, one publishing --, but each stage takes the batches in
-   order: a batch deletes after the previous one deleted, and publishes after the previous one committed;
+   order: a batch deletes after the previous one deleted, publishes after the previous one published, and
+   commits after the previous one committed;
 2. only then is each partition's next offset (last record + 1) committed -- never past a record that was
    not fully handled, since a batch is handled completely or not at all;
 3. commits go only to partitions still assigned; on revocation whatever is done but not yet committed is
@@ -86,12 +87,15 @@ class Handler(Protocol):
 
 
 class _InFlight:
-    """A batch past ``prepare``: the task deleting, publishing and committing it, and when it deleted."""
+    """A batch past ``prepare``: the task deleting, publishing and committing it, when it deleted, and when
+    (and whether) Kafka acknowledged its events."""
 
-    __slots__ = ("deleted", "task")
+    __slots__ = ("deleted", "published", "published_ok", "task")
 
     def __init__(self) -> None:
         self.deleted = asyncio.Event()
+        self.published = asyncio.Event()
+        self.published_ok = False
         self.task: asyncio.Task[None] | None = None
 
 
@@ -295,9 +299,21 @@ class AppointmentsConsumer:
             # Also when the delete failed: the next batch may delete (harmless), but it will not publish or
             # commit -- it waits for this task, which re-raises.
             batch.deleted.set()
+        try:
+            if previous is not None:
+                # After the previous batch's events, not after its commit: the commit is a round trip of
+                # its own (~7 % of a batch's time on the publishing side), and commits keep their order
+                # anyway -- this one is made after the previous one's, below.
+                await previous.published.wait()
+                if not previous.published_ok:
+                    await _task(previous)  # re-raises why it did not publish
+                    raise RuntimeError("the previous batch did not publish")  # pragma: no cover
+            await self._handler.publish(prepared, deleted)
+            batch.published_ok = True
+        finally:
+            batch.published.set()
         if previous is not None:
-            await _task(previous)
-        await self._handler.publish(prepared, deleted)
+            await _task(previous)  # its commit, or why it failed (then this batch is not committed)
         await self._call(self._commit_handled, consumer, ends)
 
     # --- on the consumer thread -------------------------------------------------------------------------
