@@ -22,6 +22,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
         e2e_seconds={20: 2.0},
         e2e_warmup=1.0,
         overhead_writes=10,
+        overhead_rounds=2,
     )
     results = orjson.loads((tmp_path / "results.json").read_bytes())
     for key in ("events_per_s", "orjson_loads_per_s"):
@@ -38,6 +39,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     assert results["rss_mb"]["relay"] > 0
     assert results["rss_mb"]["worker"] > 0
     assert results["write_overhead"]["ratio"] > 0
+    assert len(results["write_overhead"]["round_ratios"]) == 2
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     for needle in (
         "worker drain",
