@@ -3,12 +3,15 @@ rebalances and a stuck batch, is in tests/integration/test_worker_resilience.py)
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from processor.worker.consumer import AppointmentsConsumer, KafkaRecord
+from processor.worker.consumer import AppointmentsConsumer, KafkaRecord, _InFlight
 from processor.worker.metrics import WorkerMetrics
 from schemas.connections import KafkaConnection
 
@@ -116,3 +119,73 @@ def test_the_consumer_prefetches_a_bounded_amount_and_never_commits_by_itself() 
     assert config["enable.auto.offset.store"] is False
     assert config["queued.max.messages.kbytes"] <= 16384
     assert config["fetch.queue.backoff.ms"] <= 10  # librdkafka's default (1 s) starved the worker
+
+
+class _OrderedHandler(_Handler):
+    """Logs each publish; one named in ``fail`` raises instead."""
+
+    def __init__(self, log: list[tuple[str, object]], fail: str = "") -> None:
+        self.log = log
+        self.fail = fail
+
+    async def publish(self, batch: Any, result: Any) -> Any:
+        if batch == self.fail:
+            raise RuntimeError(f"{batch} could not publish")
+        self.log.append(("publish", batch))
+
+
+async def _complete_two(
+    handler: _OrderedHandler, fake: FakeConsumer
+) -> tuple[AppointmentsConsumer, list[BaseException | None]]:
+    """Complete batch b1 (offset 10) and then b2 (offset 20) as ``run`` chains them."""
+    consumer = AppointmentsConsumer(
+        kafka=KafkaConnection(), group="g", topic=TOPIC, handler=handler, metrics=WorkerMetrics()
+    )
+    consumer._loop = asyncio.get_running_loop()
+    consumer._executor = ThreadPoolExecutor(1)
+    consumer._on_assign(fake, [TopicPartition(TOPIC, 0)])
+    first, second = _InFlight(), _InFlight()
+    first.task = asyncio.create_task(consumer._complete(fake, "b1", {(TOPIC, 0): 10}, first, None))
+    second.task = asyncio.create_task(consumer._complete(fake, "b2", {(TOPIC, 0): 20}, second, first))
+    try:
+        done = await asyncio.wait_for(
+            asyncio.gather(first.task, second.task, return_exceptions=True), timeout=10
+        )
+    finally:
+        consumer._executor.shutdown()
+    return consumer, [d if isinstance(d, BaseException) else None for d in done]
+
+
+def test_a_batch_publishes_while_the_previous_one_commits_and_commits_after_it() -> None:
+    log: list[tuple[str, object]] = []
+    published_second = threading.Event()
+
+    class SlowCommits(FakeConsumer):
+        def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
+            if not self.commits:  # the first commit is still under way when the next batch publishes
+                published_second.wait(5)
+            log.append(("commit", offsets[0].offset))
+            return super().commit(offsets=offsets, asynchronous=asynchronous)
+
+    handler = _OrderedHandler(log)
+    original = handler.publish
+
+    async def publish(batch: Any, result: Any) -> Any:
+        await original(batch, result)
+        if batch == "b2":
+            published_second.set()
+
+    handler.publish = publish  # type: ignore[method-assign]
+    _, errors = asyncio.run(_complete_two(handler, SlowCommits()))
+    assert errors == [None, None]
+    assert log == [("publish", "b1"), ("publish", "b2"), ("commit", 10), ("commit", 20)]
+
+
+def test_a_batch_whose_previous_one_failed_to_publish_neither_publishes_nor_commits() -> None:
+    log: list[tuple[str, object]] = []
+    fake = FakeConsumer()
+    consumer, errors = asyncio.run(_complete_two(_OrderedHandler(log, fail="b1"), fake))
+    assert [str(e) for e in errors] == ["b1 could not publish", "b1 could not publish"]
+    assert log == []
+    assert fake.commits == []
+    assert consumer.committed == {}
