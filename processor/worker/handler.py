@@ -9,6 +9,7 @@ is fetched once per batch; each is derived once. Failures follow :mod:`processor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -28,6 +29,12 @@ from processor.worker.resolution import LayeredResolver, prefetch
 from schemas.errors import InputError
 
 log = logging.getLogger("slotguard.worker")
+
+#: Changes derived between two returns to the event loop. A batch derived in one go (~13 ms for 2,000)
+#: kept the loop from noticing the acknowledgements of the batches in flight meanwhile -- Redis' reply to
+#: one's UNLINK, Kafka's to the other's events --, and the next step of each waited for the whole batch
+#: (drains, 6 interleaved rounds: every 100 changes 58,150/s, every 250 56,297/s, never 54,853/s).
+YIELD_EVERY = 100
 
 
 class Invalidator(Protocol):
@@ -112,7 +119,9 @@ class BatchHandler:
         # The fast path takes the common change whole; the rest is read, prefetched for and derived by the
         # reference path (processor.core.fastpath says which is which).
         slow: list[int] = []
-        for record in records:
+        for i, record in enumerate(records):
+            if i and not i % YIELD_EVERY:
+                await asyncio.sleep(0)
             outcome = fast(record.value, resolver) if fast is not None else None
             if outcome is None:
                 slow.append(len(outcomes))

