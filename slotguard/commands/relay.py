@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from types import FrameType
 
@@ -12,6 +14,28 @@ from slotguard.commands import add_logging_options, logging_overrides
 from slotguard.settings import load_settings
 
 log = logging.getLogger("slotguard.relay")
+
+#: Seconds between two freezes of the relay's Python heap (:func:`freeze_heap`).
+REFREEZE_INTERVAL_S = 60.0
+
+
+def freeze_heap() -> None:
+    """Collect, then move every surviving Python object out of the collector's reach.
+
+    JPype runs a full Python collection (``PyGC_Collect``) whenever Java's collector has run -- every young
+    collection of the relay's heap, several a second under load -- and each holds the GIL the batch
+    handler needs. Over the whole heap that was ~50-100 ms each: 136 full collections took 8.1 s of ~40 s
+    at 2,000 changes/s, the Debezium -> Kafka tail. Frozen, they see only what was made since: 218 took
+    0.34 s. The freeze is repeated because JPype keeps adding objects that live on (~70 a second under
+    load: a small type per handful of batches); objects frozen are still freed when no longer referenced,
+    only cycles among them wait for the process to end."""
+    gc.collect()
+    gc.freeze()
+
+
+def _refreeze(stop: threading.Event) -> None:
+    while not stop.wait(REFREEZE_INTERVAL_S):
+        freeze_heap()
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -48,15 +72,19 @@ def run(args: argparse.Namespace) -> int:
         log.info("received %s, stopping", signal.Signals(signum).name)
         relay.request_stop()
 
+    stopped = threading.Event()
     log.info("starting %s", relay.describe())
     try:
         _on_stop_signals(stop)
         relay.start()
+        freeze_heap()
+        threading.Thread(target=_refreeze, args=(stopped,), name="refreeze", daemon=True).start()
         # Again after the JVM started: it runs with -Xrs (leaves the signals alone), but JPype may have
         # installed its own Ctrl-C handler. A stop requested during start ends supervise() at once.
         _on_stop_signals(stop)
         relay.supervise(progress_interval=args.progress_interval)
     finally:
+        stopped.set()
         relay.close()
         log.info("stopped after relaying %d records", relay.stats.total)
     return 0
