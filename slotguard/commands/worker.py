@@ -18,8 +18,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 #: Allocations between young collections (CPython's default: 700). A batch allocates a few objects per
 #: change that all die with the batch; at 700 the collector ran several times per batch and each older
 #: collection walked every module object of Faust, aiokafka and pydantic (in a handler microbenchmark with
-#: no I/O, freezing and this threshold took 19.7 → 16.2 µs per change).
-GC_YOUNG_THRESHOLD = 50_000
+#: no I/O, freezing and a threshold of 50,000 took 19.7 → 16.2 µs per change). Not higher than this: each
+#: young collection stops the event loop, and at 50,000 they took up to 94 ms (a gc.callbacks probe at
+#: 2,000 changes/s) -- the worker's share of the e2e tail; at 5,000 at most 16 ms (older ones 23 ms), with
+#: drains no slower (4 interleaved rounds: 48,864/s vs 47,315/s at 50,000).
+GC_YOUNG_THRESHOLD = 5_000
 
 
 def tune_gc() -> None:
