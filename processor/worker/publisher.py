@@ -164,13 +164,14 @@ class KafkaPublisher:
         Looked at from the event loop every millisecond rather than ``flush()`` on a thread: the thread's
         return waited for the GIL and for the loop to finish whatever it was running (the next batch being
         derived), so the worker's publishing side -- the slower of its two -- waited ~20 ms a batch for an
-        acknowledgement that took a fraction of that (drains, 6 interleaved rounds: 50,570 -> 54,853/s)."""
+        acknowledgement that took a fraction of that (drains, 6 interleaved rounds, batches derived in slices of
+        250: 50,710/s with flush() on a thread, 55,524/s polled)."""
         deadline = time.monotonic() + self._ack_timeout
         while True:
             producer.poll(0)  # serves the failure callbacks
             remaining = len(producer)
             if not remaining or time.monotonic() >= deadline:
-                return int(remaining)
+                return remaining
             await asyncio.sleep(ACK_POLL_INTERVAL)
 
 

@@ -26,8 +26,8 @@ def freeze_heap() -> None:
     collection of the relay's heap, several a second under load -- and each holds the GIL the batch
     handler needs. Over the whole heap that was ~50-100 ms each: 136 full collections took 8.1 s of ~40 s
     at 2,000 changes/s, the Debezium -> Kafka tail. Frozen, they see only what was made since: 218 took
-    0.34 s. The freeze is repeated because JPype keeps adding objects that live on (~70 a second under
-    load: a small type per handful of batches); objects frozen are still freed when no longer referenced,
+    0.34 s. The freeze is repeated because JPype keeps adding objects that live on (100-190 a second under
+    load, among them a small native type per few dozen records); objects frozen are still freed when no longer referenced,
     only cycles among them wait for the process to end."""
     gc.collect()
     gc.freeze()
