@@ -105,6 +105,16 @@ def _q(values: list[float], q: float) -> float | None:
     return None if value is None else round(value, 1)
 
 
+@dataclass(slots=True)
+class _Planned:
+    """A change to commit: its statement, the hour it books (-1 for a cancellation) and its sample."""
+
+    statement: str
+    params: tuple[Any, ...]
+    hour: int
+    sample: Sample
+
+
 class Load:
     """The load generator, the observer and the topic reader for one run."""
 
@@ -162,9 +172,11 @@ class Load:
                 return index
         return None
 
-    async def one_change(self, conn: psycopg.AsyncConnection[Any], cache: aioredis.Redis) -> None:
+    def plan(self) -> _Planned:
+        """The next change: its statement, and its sentinel (registered as a sample, not yet cached)."""
         roll = self.rng.random()
         settled = None if roll < 0.6 else self._settled()
+        hour = -1
         if settled is None:
             hour = self.new_hour()
             statement = (
@@ -174,7 +186,6 @@ class Load:
             starts = BASE + timedelta(hours=3 * hour)
             params: tuple[Any, ...] = (COMPANY, BRANCH, SERVICE, starts, starts + timedelta(hours=1))
             sentinel = self.key(hour)
-            appointment = None
         else:
             appointment, old, _ = self.live.pop(settled)
             if roll < 0.8:
@@ -184,25 +195,32 @@ class Load:
                 params = (starts, starts + timedelta(hours=1), appointment)
                 sentinel = self.key(hour)
             else:
-                hour = -1
                 statement = "UPDATE appointments SET status = 'cancelled' WHERE id = %s RETURNING id"
                 params = (appointment,)
                 sentinel = self.key(old)
-        await cache.set(sentinel, b"1", ex=600)
         sample = Sample(sentinel)
         self.samples.append(sample)
         self.sentinels[sentinel] = sample
-        cursor = await conn.execute(statement, params)
+        return _Planned(statement, params, hour, sample)
+
+    async def commit(self, conn: psycopg.AsyncConnection[Any], change: _Planned) -> None:
+        """Commit ``change`` (its sentinel is cached already) and note when the commit call returned."""
+        cursor = await conn.execute(change.statement, change.params)
         row = await cursor.fetchone()
+        sample = change.sample
         sample.commit_wall = time.time()
         assert row is not None
         appointment = int(row[0])
         self.by_appointment[appointment].append(sample)
-        if hour >= 0:
-            self.live.append((appointment, hour, sample.commit_wall))
+        if change.hour >= 0:
+            self.live.append((appointment, change.hour, sample.commit_wall))
 
     async def generate(self, rate: float, seconds: float, connections: int) -> float:
-        """Commit changes at ``rate`` for ``seconds`` (open loop); returns the achieved rate."""
+        """Commit changes at ``rate`` for ``seconds`` (open loop); returns the achieved rate.
+
+        The changes due at one wake-up are planned together and their sentinels cached in one pipelined
+        round trip before any of them commits: one Redis call per change cost the generator about a fifth
+        of its CPU, on the same two cores as the pipeline it measures."""
         cache = aioredis.Redis.from_url(self.redis_url)
         conns = [
             await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
@@ -213,24 +231,32 @@ class Load:
             free.put_nowait(conn)
         inflight: set[asyncio.Task[None]] = set()
 
-        async def run_one() -> None:
+        async def run_one(change: _Planned) -> None:
             conn = await free.get()
             try:
-                await self.one_change(conn, cache)
+                await self.commit(conn, change)
             finally:
                 free.put_nowait(conn)
 
         start = time.monotonic()
         total = int(rate * seconds)
         try:
-            for i in range(total):
-                due = start + i / rate
-                delay = due - time.monotonic()
+            sent = 0
+            while sent < total:
+                delay = start + sent / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)  # the open-loop schedule
-                task = asyncio.create_task(run_one())
-                inflight.add(task)
-                task.add_done_callback(inflight.discard)
+                due = min(total, int((time.monotonic() - start) * rate) + 1)
+                batch = [self.plan() for _ in range(max(1, due - sent))]
+                sent += len(batch)
+                async with cache.pipeline(transaction=False) as pipe:
+                    for change in batch:
+                        pipe.set(change.sample.key, b"1", ex=600)
+                    await pipe.execute()
+                for change in batch:
+                    task = asyncio.create_task(run_one(change))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
             await asyncio.gather(*inflight)
         finally:
             for conn in conns:

@@ -83,3 +83,79 @@ def test_e2e_latency_counts_a_deletion_before_the_clients_return_as_zero() -> No
     assert result.latencies_ms() == [0.0, pytest.approx(20.0)]
     summary = result.summary()
     assert (summary["observed"], summary["unobserved_still_cached"]) == (2, 1)
+
+
+def test_the_load_generator_caches_each_sentinel_before_its_change_commits_and_batches_the_sets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every change's sentinel is cached before the change is sent to Postgres, and the changes due at one
+    wake-up share one Redis round trip (at 5,000/s the generator wakes less often than once a change)."""
+    import asyncio
+    from typing import Any
+
+    import psycopg
+    import redis.asyncio as aioredis
+
+    from slotguard.bench import e2e
+
+    log: list[tuple[str, object]] = []
+
+    class Pipe:
+        async def __aenter__(self) -> Pipe:
+            return self
+
+        async def __aexit__(self, *_exc: object) -> None:
+            return None
+
+        def set(self, key: str, value: bytes, ex: int) -> None:
+            log.append(("set", key))
+
+        async def execute(self) -> None:
+            log.append(("round trip", None))
+
+    class Cache:
+        def pipeline(self, transaction: bool) -> Pipe:
+            return Pipe()
+
+        async def aclose(self) -> None:
+            return None
+
+    ids = iter(range(1, 10_000))
+
+    class Cursor:
+        async def fetchone(self) -> tuple[int]:
+            return (next(ids),)
+
+    class Conn:
+        async def execute(self, statement: str, params: tuple[Any, ...]) -> Cursor:
+            return Cursor()
+
+        async def close(self) -> None:
+            return None
+
+    async def connect(*_a: object, **_k: object) -> Conn:
+        return Conn()
+
+    monkeypatch.setattr(aioredis.Redis, "from_url", staticmethod(lambda _url: Cache()))
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", staticmethod(connect))
+    load = e2e.Load(
+        database_url="postgresql://x", redis_url="redis://x", kafka_options={}, topic="t",
+        config=core_config(default_settings()),
+    )  # fmt: skip
+    committed: list[str] = []
+    real_commit = load.commit
+
+    async def commit(conn: Any, change: Any) -> None:
+        committed.append(change.sample.key)
+        log.append(("commit", change.sample.key))
+        await real_commit(conn, change)
+
+    monkeypatch.setattr(load, "commit", commit)
+    achieved = asyncio.run(load.generate(5000, 0.2, connections=4))
+
+    cached_at = {key: i for i, (what, key) in enumerate(log) if what == "set"}
+    sent_at = {key: i for i, (what, key) in enumerate(log) if what == "commit" and key in committed}
+    assert len(committed) == len(load.samples) == 1000
+    assert all(cached_at[key] < sent_at[key] for key in committed)
+    assert sum(1 for what, _ in log if what == "round trip") < len(committed) / 2
+    assert achieved > 0
