@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import orjson
 
@@ -19,34 +20,52 @@ def resolver() -> InMemoryResolver:
     return InMemoryResolver(ServiceInfo(str(s), str(c), str(e)) for s, (c, e) in SERVICE_MAP.items())
 
 
+def _seconds(values: Sequence[bytes], each: Callable[[bytes], object]) -> float:
+    start = time.perf_counter()
+    for value in values:
+        each(value)
+    return time.perf_counter() - start
+
+
 def _best_rate(values: Sequence[bytes], each: Callable[[bytes], object], rounds: int) -> float:
     """Values per second through ``each``, best of ``rounds`` (one core)."""
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for value in values:
-            each(value)
-        best = min(best, time.perf_counter() - start)
-    return len(values) / best
+    return len(values) / min(_seconds(values, each) for _ in range(rounds))
 
 
-def core_rate(values: Sequence[bytes], config: CoreConfig, rounds: int = 3, *, events: bool = False) -> float:
-    """Changes per second through :func:`process_change`, best of ``rounds`` (one core); with ``events``
-    each event's JSON is made as well (what the worker publishes)."""
+@dataclass(frozen=True)
+class CoreRates:
+    """Changes per second: keys with events made lazily, with every event's JSON made, and
+    ``orjson.loads`` alone over the same bytes."""
+
+    keys: float
+    with_event_json: float
+    orjson_loads: float
+
+
+def core_rates(values: Sequence[bytes], config: CoreConfig, rounds: int = 3) -> CoreRates:
+    """:func:`process_change` (keys; keys and event JSON) and ``orjson.loads`` over ``values``, best of
+    ``rounds`` each, measured in turn within every round: on a shared machine whose speed drifts by a
+    quarter within minutes, a ratio of two figures taken minutes apart measured the drift as much as
+    the code."""
     res = resolver()
+
+    def keys(value: bytes) -> None:
+        process_change(value, config, res)
 
     def with_events(value: bytes) -> None:
         for record in process_change(value, config, res).records:
             record.value  # noqa: B018 -- made on first access
 
-    return _best_rate(values, with_events if events else lambda v: process_change(v, config, res), rounds)
+    timed: dict[Callable[[bytes], object], float] = {}
+    for _ in range(rounds):
+        for each in (orjson.loads, keys, with_events):
+            took = _seconds(values, each)
+            timed[each] = min(took, timed.get(each, took))
+    n = len(values)
+    return CoreRates(n / timed[keys], n / timed[with_events], n / timed[orjson.loads])
 
 
 def reference_rate(values: Sequence[bytes], config: CoreConfig, rounds: int = 1) -> float:
     """Changes per second through the reference path alone (events included)."""
     res = resolver()
     return _best_rate(values, lambda v: reference_outcome(v, config, res), rounds)
-
-
-def orjson_rate(values: Sequence[bytes], rounds: int = 3) -> float:
-    return _best_rate(values, orjson.loads, rounds)

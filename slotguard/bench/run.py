@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from slotguard.bench.core_bench import core_rate, orjson_rate, reference_rate
+from slotguard.bench.core_bench import core_rates, reference_rate
 from slotguard.bench.drain import DrainResult, drain, naive_command, prefill, worker_command
 from slotguard.bench.workload import changes
 from slotguard.settings import Settings, load_settings
@@ -105,10 +105,9 @@ def run(
 
     progress("core: keys, keys + event JSON, the reference path, and orjson.loads alone")
     config = core_config(load_settings())
-    rate = core_rate(values, config)
-    with_events = core_rate(values, config, events=True)
+    rates = core_rates(values, config)
+    rate, with_events, floor = rates.keys, rates.with_event_json, rates.orjson_loads
     reference = reference_rate(values, config)
-    floor = orjson_rate(values)
     results["core"] = {
         "events_per_s": round(rate),
         "with_event_json_per_s": round(with_events),

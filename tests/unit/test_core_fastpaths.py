@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from processor.core.classify import Classification, Kind
-from processor.core.outcome import Outcome
+from processor.core.outcome import EventRecord, Outcome
 from schemas.events import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from schemas.rows import AppointmentRow
 from tests.support.changes import appointment, config, envelope, run
@@ -65,7 +65,7 @@ def test_default_outcomes_do_not_share_lists() -> None:
     assert a.records is not b.records
     assert a.keys is not b.keys
     assert a.warnings is not b.warnings
-    assert [f.name for f in dataclasses.fields(Outcome)][:4] == ["records", "keys", "redis_keys", "warnings"]
+    assert Outcome.__struct_fields__[:4] == ("records", "keys", "redis_keys", "warnings")
 
 
 def test_cached_key_renders_are_fresh_lists() -> None:
@@ -87,3 +87,20 @@ def test_long_windows_render_the_same_with_and_without_the_cache() -> None:
     assert len(keys) == 48
     assert keys == template.render("15", None, "123", buckets)
     assert keys[-1] == "cal_slots_15__123_2025-10-17-13_2025-10-17-14"
+
+
+def test_a_lazy_event_record_makes_its_value_once() -> None:
+    """A record made lazily calls its maker on first access only, and equals one given the same value."""
+    calls: list[bytes] = []
+
+    def make(part: bytes) -> bytes:
+        calls.append(part)
+        return b'{"type":"booked","x":"' + part + b'"}'
+
+    lazy = EventRecord("booked", b"42", None, make, (b"y",))
+    assert calls == []
+    assert lazy.value == lazy.value == b'{"type":"booked","x":"y"}'
+    assert calls == [b"y"]
+    assert lazy == EventRecord("booked", b"42", b'{"type":"booked","x":"y"}')
+    with pytest.raises(ValueError, match="needs a value"):
+        EventRecord("booked", b"42").value  # noqa: B018
