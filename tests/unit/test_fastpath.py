@@ -136,7 +136,9 @@ clean_times = st.sampled_from(
 clean_rows = st.fixed_dictionaries(
     {},
     optional={
-        "id": st.integers(1, 5),
+        # Any text too: an appointment id goes into the event JSON as it is (quotes, controls and
+        # non-ASCII written alike by both paths' encoders).
+        "id": st.one_of(st.integers(1, 5), st.text(max_size=6)),
         "company_id": st.sampled_from([15, 20, "15"]),
         "branch_id": st.sampled_from([1, 2, None]),
         "service_id": st.sampled_from([7, 8, 9]),
@@ -168,7 +170,7 @@ wild_sources = st.fixed_dictionaries(
         "lsn": st.one_of(st.none(), st.integers(0, 2**40), st.just("12")),
         "txId": st.one_of(st.none(), st.integers(0, 2**31)),
         "ts_ms": st.one_of(st.none(), st.integers(0, 2**42), st.just(True)),
-        "db": st.one_of(st.none(), st.just("app"), st.integers(0, 1)),
+        "db": st.one_of(st.none(), st.just("app"), st.integers(0, 1), st.text(max_size=6)),
         "version": st.one_of(st.just("3.6.3.Final"), st.integers(0, 1)),
         "snapshot": st.sampled_from(["false", "true", "last", False]),
         "tx_id": st.integers(0, 9),
