@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from slotguard.bench import instructions
 from slotguard.bench.core_bench import core_rates, reference_rate
 from slotguard.bench.drain import DrainResult, drain, naive_command, prefill, worker_command
 from slotguard.bench.workload import changes
@@ -85,9 +86,15 @@ def run(
     from slotguard.dev.stack import DevStack
 
     sizes = sizes or (
-        {"core": 200_000, "worker": 200_000, "naive": 200_000, "backlog": 250_000}
+        {"core": 200_000, "instructions": 5_000, "worker": 200_000, "naive": 200_000, "backlog": 250_000}
         if quick
-        else {"core": 400_000, "worker": 400_000, "naive": 400_000, "backlog": 1_000_000}
+        else {
+            "core": 400_000,
+            "instructions": 10_000,
+            "worker": 400_000,
+            "naive": 400_000,
+            "backlog": 1_000_000,
+        }
     )
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
@@ -118,6 +125,9 @@ def run(
         "ratio_to_orjson_with_event_json": round(floor / with_events, 2),
         "changes": len(values),
     }
+    if sizes.get("instructions"):
+        progress(f"core: instructions per change under callgrind ({sizes['instructions']:,} changes)")
+        results["core"]["instructions"] = instructions.measure(sizes["instructions"])
 
     stack = DevStack(out / "stack")
     progress("starting the local stack (Postgres, tansu, Redis)")
@@ -382,6 +392,16 @@ def report(results: dict[str, Any]) -> str:
             f"| orjson.loads alone | {core['orjson_loads_per_s']:,} /s (core is {core['ratio_to_orjson']}× slower; "
             f"{core['ratio_to_orjson_with_event_json']}× with the event JSON) |",
         ]
+        counted = core.get("instructions") or {}
+        if "per_change" in counted:
+            per = counted["per_change"]
+            lines.append(
+                f"| instructions per change (callgrind, {counted['changes']:,} changes) | core {per['core']:,}, "
+                f"with the event JSON {per['core_with_event_json']:,}, orjson.loads {per['orjson_loads']:,} "
+                f"({counted['core_to_orjson']}× and {counted['core_with_event_json_to_orjson']}×) |"
+            )
+        elif counted:
+            lines.append(f"| instructions per change | not measured: {counted['not_measured']} |")
     worker = results.get("worker", {})
     if worker:
         lines += [

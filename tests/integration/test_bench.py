@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import orjson
@@ -18,7 +19,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
         tmp_path,
         quick=True,
         progress=lines.append,
-        sizes={"core": 300, "worker": 400, "naive": 200, "backlog": 300},
+        sizes={"core": 300, "instructions": 50, "worker": 400, "naive": 200, "backlog": 300},
         e2e_seconds={20: 2.0},
         e2e_warmup=1.0,
         overhead_writes=10,
@@ -27,6 +28,12 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     results = orjson.loads((tmp_path / "results.json").read_bytes())
     for key in ("events_per_s", "orjson_loads_per_s"):
         assert results["core"][key] > 0
+    counted = results["core"]["instructions"]
+    if shutil.which("valgrind"):
+        assert set(counted["per_change"]) == {"orjson_loads", "core", "core_with_event_json"}, counted
+        assert counted["per_change"]["core"] > 0
+    else:
+        assert "valgrind" in counted["not_measured"]
     for key in ("events_per_s", "baseline_events_per_s", "rss_mb"):
         assert results["worker"][key] > 0
     assert len(results["worker"]["drain_rates"]) == 3  # three fresh workers, one topic
@@ -48,6 +55,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
         "write overhead",
         "RSS under e2e load",
         "backlog of 300 changes",
+        "instructions per change",
         "SLOTGUARD_POLL_INTERVAL_MS",
     ):
         assert needle in report

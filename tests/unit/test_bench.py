@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 
 import orjson
 import pytest
 
+from slotguard.bench import instructions
 from slotguard.bench.core_bench import core_rates, reference_rate
 from slotguard.bench.run import report
 from slotguard.bench.workload import changes
@@ -52,6 +54,12 @@ def test_the_report_names_the_machine_and_every_figure() -> None:
             "us_per_change": 3.0,
             "ratio_to_orjson": 2.0,
             "ratio_to_orjson_with_event_json": 2.0,
+            "instructions": {
+                "changes": 50,
+                "per_change": {"orjson_loads": 27_001, "core": 43_002, "core_with_event_json": 59_003},
+                "core_to_orjson": 1.59,
+                "core_with_event_json_to_orjson": 2.19,
+            },
         },
         "worker": {
             "events_per_s": 10,
@@ -65,8 +73,10 @@ def test_the_report_names_the_machine_and_every_figure() -> None:
         "not_measured": ["e2e latency"],
     }
     text = report(orjson.loads(orjson.dumps(results)))
-    for needle in ("2 cores", "`abc`", "changes/s", "10.0×", "Not measured", "drain.png"):
+    for needle in ("2 cores", "`abc`", "changes/s", "10.0×", "Not measured", "drain.png", "core 43,002"):
         assert needle in text
+    results["core"]["instructions"] = {"not_measured": "valgrind is not installed"}  # type: ignore[index]
+    assert "not measured: valgrind is not installed" in report(results)
 
 
 def test_e2e_latency_counts_a_deletion_before_the_clients_return_as_zero() -> None:
@@ -167,3 +177,27 @@ def test_the_load_generator_caches_each_sentinel_before_its_change_commits_and_b
     assert all(cached_at[key] < sent_at[key] for key in committed)
     assert sum(1 for what, _ in log if what == "round trip") < len(committed) / 2
     assert achieved > 0
+
+
+def test_callgrind_parts_are_read_in_dump_order(tmp_path: Path) -> None:
+    """The parts' totals come back in dump order (numbered files only; 10 after 9)."""
+    for number, total in ((1, 5), (2, 7), (10, 40), (9, 30)):
+        (tmp_path / f"callgrind.out.{number}").write_bytes(
+            f"# callgrind format\nevents: Ir\nsummary: {total}\ntotals: {total}\n".encode()
+        )
+    (tmp_path / "callgrind.out").write_bytes(b"summary: 999\n")
+    assert instructions.parse_parts(list(tmp_path.iterdir())) == [5, 7, 30, 40]
+
+
+def test_the_instruction_passes_run_on_tiny_inputs() -> None:
+    """Each measured pass runs in-process (what the child runs under callgrind)."""
+    runs = instructions.passes(30)
+    assert list(runs) == list(instructions.PASSES)
+    for run in runs.values():
+        run()
+
+
+def test_without_valgrind_the_instruction_count_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No valgrind: the part is not measured, and says so."""
+    monkeypatch.setattr("shutil.which", lambda _name: None)
+    assert instructions.measure(10) == {"not_measured": "valgrind is not installed"}
