@@ -505,7 +505,9 @@ class _SourceJson(msgspec.Struct, gc=False):
     op: str
 
 
-class _BookedJson(msgspec.Struct, gc=False):
+class _EventJson(msgspec.Struct, gc=False):
+    """The fields every event starts with; each kind's own follow (a struct's fields: base first)."""
+
     type: str
     event_id: str
     appointment_id: str | None
@@ -515,19 +517,13 @@ class _BookedJson(msgspec.Struct, gc=False):
     event_type_id: str
     status: str | None
     source: _SourceJson
+
+
+class _BookedJson(_EventJson, gc=False):
     new_window: msgspec.Raw
 
 
-class _RescheduledJson(msgspec.Struct, gc=False):
-    type: str
-    event_id: str
-    appointment_id: str | None
-    company_id: str | None
-    branch_id: str | None
-    service_id: str | None
-    event_type_id: str
-    status: str | None
-    source: _SourceJson
+class _RescheduledJson(_EventJson, gc=False):
     old_company_id: str | None
     old_branch_id: str | None
     old_service_id: str | None
@@ -537,16 +533,7 @@ class _RescheduledJson(msgspec.Struct, gc=False):
     changed: list[str]
 
 
-class _CancelledJson(msgspec.Struct, gc=False):
-    type: str
-    event_id: str
-    appointment_id: str | None
-    company_id: str | None
-    branch_id: str | None
-    service_id: str | None
-    event_type_id: str
-    status: str | None
-    source: _SourceJson
+class _CancelledJson(_EventJson, gc=False):
     reason: str
     old_window: msgspec.Raw
 
