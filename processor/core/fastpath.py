@@ -389,8 +389,8 @@ class FastPath:
         after_image: Any,
         resolver: EventTypeResolver,
     ) -> Outcome:
-        # Written out (events and outcomes made here, not in helpers): a Python call per step cost a
-        # tenth of the change (callgrind).
+        # Written out (events and outcomes made here, not in helpers): the helper calls this replaced
+        # cost ~1,100 of ~44,700 instructions a change (callgrind).
         keys: list[str] = []
         # Both images are read when present, as the reference reads them: a bad value in either is its error.
         old = self._row(before_image) if before_image is not None else None

@@ -32,6 +32,20 @@ def _best_rate(values: Sequence[bytes], each: Callable[[bytes], object], rounds:
     return len(values) / min(_seconds(values, each) for _ in range(rounds))
 
 
+def core_passes(config: CoreConfig) -> tuple[Callable[[bytes], object], Callable[[bytes], object]]:
+    """What is measured per change: :func:`process_change` (keys, events made lazily), and the same with
+    every event's JSON made (what the worker publishes)."""
+    res = resolver()
+
+    def keys(value: bytes) -> object:
+        return process_change(value, config, res)
+
+    def with_events(value: bytes) -> object:
+        return [record.value for record in process_change(value, config, res).records]
+
+    return keys, with_events
+
+
 @dataclass(frozen=True)
 class CoreRates:
     """Changes per second: keys with events made lazily, with every event's JSON made, and
@@ -47,15 +61,7 @@ def core_rates(values: Sequence[bytes], config: CoreConfig, rounds: int = 3) -> 
     ``rounds`` each, measured in turn within every round: on a shared machine whose speed drifts by a
     quarter within minutes, a ratio of two figures taken minutes apart measured the drift as much as
     the code."""
-    res = resolver()
-
-    def keys(value: bytes) -> None:
-        process_change(value, config, res)
-
-    def with_events(value: bytes) -> None:
-        for record in process_change(value, config, res).records:
-            record.value  # noqa: B018 -- made on first access
-
+    keys, with_events = core_passes(config)
     timed: dict[Callable[[bytes], object], float] = {}
     for _ in range(rounds):
         for each in (orjson.loads, keys, with_events):

@@ -3,7 +3,7 @@
 Changes per second on a shared machine move by a quarter within minutes and by half between days; an
 instruction count does not (the same binary, inputs and environment count the same), so it is the figure to
 compare the core with itself across commits. It is not time: the core's instructions ran slower than
-``orjson.loads``' (at 1.9× the instructions it took 2.6-3.1× the time), so the changes/s ratio stays the
+``orjson.loads``' (at 1.62-1.63× the instructions it took 2.10-2.29× the time in two runs), so the changes/s ratio stays the
 budget's measure.
 
 One process under callgrind, collecting only inside ``collections.deque(map(fn, values), maxlen=0)`` -- the C
@@ -34,21 +34,14 @@ def passes(n: int) -> dict[str, Callable[[], None]]:
     """The measured passes over ``n`` changes of the bench's mix, each warmed up once."""
     import orjson
 
-    from processor.core.derive import process_change
-    from slotguard.bench.core_bench import resolver
+    from slotguard.bench.core_bench import core_passes
     from slotguard.bench.workload import changes
     from slotguard.settings import load_settings
     from slotguard.wiring import core_config
 
     values = [c.value for c in changes(n)]
-    config, res = core_config(load_settings()), resolver()  # as the core part: the environment's settings
-
-    def core(value: bytes) -> object:
-        return process_change(value, config, res)
-
-    def with_events(value: bytes) -> object:
-        return [record.value for record in process_change(value, config, res).records]
-
+    # As the core part: the environment's settings, the same passes.
+    core, with_events = core_passes(core_config(load_settings()))
     fns: dict[str, Callable[[bytes], object]] = {
         "orjson_loads": orjson.loads,
         "core": core,
