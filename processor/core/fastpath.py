@@ -18,6 +18,11 @@ the same keys, the same event bytes, the same op and commit time.
 One documented difference: bytes in a column slotguard never reads are not parsed, so a number there
 beyond a double's range, which ``orjson`` refuses, does not send the change to the dead-letter topic
 (invalid UTF-8 anywhere still does: it is checked before decoding).
+
+This module is also compiled to C by mypyc when the package is installed (``setup.py``; interpreted where
+no C compiler is at hand -- ``slotguard.fastpath_build`` says which runs). So it keeps to what mypyc
+compiles faithfully: its msgspec structs are defined in :mod:`processor.core.faststructs`, and the
+differential tests run on both builds.
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ import orjson
 
 from processor.core.classify import StatusPolicy
 from processor.core.errors import UnsafeKeyPart
+from processor.core.faststructs import (
+    UNSET,
+    BookedJson,
+    CancelledJson,
+    RescheduledJson,
+    Source,
+    SourceJson,
+    Transaction,
+    encode,
+)
 from processor.core.keys import KeyTemplate, TenantGuard
 from processor.core.outcome import EventRecord, Outcome, lsn_event_id
 from processor.core.resolver import EventTypeResolver
@@ -38,37 +53,10 @@ from processor.core.window import HourWindow
 from schemas.rows import APPOINTMENT_FIELDS
 from schemas.temporal import TOAST_PLACEHOLDER, TemporalError, decode_instant
 
-UNSET: Final = msgspec.UNSET
 _CACHE_LIMIT: Final = 1 << 16
 #: Longest window (in hour buckets) the fast path renders; longer ones go to the reference path.
 _MAX_FAST_BUCKETS: Final = 26
 _ID_TYPE = int | str | None
-
-
-class _Source(msgspec.Struct, gc=False):
-    """``source``, typed as strictly as :class:`schemas.envelope.SourceInfo` (stricter is fine: a value
-    the struct refuses goes to the reference path)."""
-
-    version: str | None = None
-    connector: str | None = None
-    name: str | None = None
-    ts_ms: int | None = None
-    snapshot: str | bool | None = None
-    db: str | None = None
-    schema: str | None = None
-    table: str | None = None
-    lsn: int | None = None
-    txId: int | None = None
-    sequence: str | None = None
-    # The pydantic model also accepts its field names; their presence sends the change to the reference.
-    tx_id: Any = UNSET
-    schema_: Any = UNSET
-
-
-class _Transaction(msgspec.Struct, gc=False):
-    id: str
-    total_order: int | None = None
-    data_collection_order: int | None = None
 
 
 def _row_struct(columns: Mapping[str, str]) -> type[msgspec.Struct]:
@@ -99,8 +87,8 @@ def _envelope_struct(row: type[msgspec.Struct]) -> type[msgspec.Struct]:
             ("before", row | None, None),
             ("after", row | None, None),
             ("ts_ms", int | None, None),
-            ("source", _Source | None, None),
-            ("transaction", _Transaction | None, None),
+            ("source", Source | None, None),
+            ("transaction", Transaction | None, None),
             # A bare envelope that also has both keys is read as a wrapped one by the reference.
             ("wrapped_schema", Any, UNSET),
             ("wrapped_payload", Any, UNSET),
@@ -384,7 +372,7 @@ class FastPath:
         self,
         op: str,
         ts_ms: int | None,
-        src: _Source,
+        src: Source,
         before_image: Any,
         after_image: Any,
         resolver: EventTypeResolver,
@@ -491,59 +479,12 @@ class FastPath:
         )
 
 
-# --- events: made when published, the same bytes as the models' to_json (field order as declared) ------
-# Structs encoded by msgspec, not dicts given to orjson: a struct is made in C from its arguments, where a
-# ten-key dict literal and its serialisation cost about twice as many instructions (callgrind).
+# --- events: made when published, the same bytes as the models' to_json (structs: faststructs) ---------
 
 
-class _SourceJson(msgspec.Struct, gc=False):
-    lsn: int | None
-    txId: int | None
-    ts_ms: int | None
-    db: str | None
-    table: str | None
-    op: str
-
-
-class _EventJson(msgspec.Struct, gc=False):
-    """The fields every event starts with; each kind's own follow (a struct's fields: base first)."""
-
-    type: str
-    event_id: str
-    appointment_id: str | None
-    company_id: str | None
-    branch_id: str | None
-    service_id: str | None
-    event_type_id: str
-    status: str | None
-    source: _SourceJson
-
-
-class _BookedJson(_EventJson, gc=False):
-    new_window: msgspec.Raw
-
-
-class _RescheduledJson(_EventJson, gc=False):
-    old_company_id: str | None
-    old_branch_id: str | None
-    old_service_id: str | None
-    old_event_type_id: str
-    old_window: msgspec.Raw
-    new_window: msgspec.Raw
-    changed: list[str]
-
-
-class _CancelledJson(_EventJson, gc=False):
-    reason: str
-    old_window: msgspec.Raw
-
-
-_encode = msgspec.json.Encoder().encode
-
-
-def _booked_json(new: _Row, event_type: str, src: _Source, op: str) -> bytes:
-    return _encode(
-        _BookedJson(
+def _booked_json(new: _Row, event_type: str, src: Source, op: str) -> bytes:
+    return encode(
+        BookedJson(
             "booked",
             lsn_event_id(src.db, src.lsn, src.txId, new.id, "booked"),
             new.id,
@@ -552,17 +493,17 @@ def _booked_json(new: _Row, event_type: str, src: _Source, op: str) -> bytes:
             new.service,
             event_type,
             new.status,
-            _SourceJson(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
+            SourceJson(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
             new.window_json,
         )
     )
 
 
 def _rescheduled_json(
-    old: _Row, new: _Row, old_type: str, new_type: str, changed: list[str], src: _Source, op: str
+    old: _Row, new: _Row, old_type: str, new_type: str, changed: list[str], src: Source, op: str
 ) -> bytes:
-    return _encode(
-        _RescheduledJson(
+    return encode(
+        RescheduledJson(
             "rescheduled",
             lsn_event_id(src.db, src.lsn, src.txId, new.id, "rescheduled"),
             new.id,
@@ -571,7 +512,7 @@ def _rescheduled_json(
             new.service,
             new_type,
             new.status,
-            _SourceJson(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
+            SourceJson(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
             old.company,
             old.branch,
             old.service,
@@ -583,11 +524,9 @@ def _rescheduled_json(
     )
 
 
-def _cancelled_json(
-    old: _Row, new: _Row | None, reason: str, event_type: str, src: _Source, op: str
-) -> bytes:
-    return _encode(
-        _CancelledJson(
+def _cancelled_json(old: _Row, new: _Row | None, reason: str, event_type: str, src: Source, op: str) -> bytes:
+    return encode(
+        CancelledJson(
             "cancelled",
             lsn_event_id(src.db, src.lsn, src.txId, old.id, "cancelled"),
             old.id,
@@ -596,7 +535,7 @@ def _cancelled_json(
             old.service,
             event_type,
             new.status if new is not None else old.status,
-            _SourceJson(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
+            SourceJson(src.lsn, src.txId, src.ts_ms, src.db, src.table, op),
             reason,
             old.window_json,
         )

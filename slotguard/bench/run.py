@@ -20,6 +20,7 @@ from slotguard.bench import instructions
 from slotguard.bench.core_bench import core_rates, reference_rate
 from slotguard.bench.drain import DrainResult, drain, naive_command, prefill, worker_command
 from slotguard.bench.workload import changes
+from slotguard.fastpath_build import fast_path_build
 from slotguard.settings import Settings, load_settings
 from slotguard.wiring import core_config
 
@@ -124,6 +125,7 @@ def run(
         "ratio_to_orjson": round(floor / rate, 2),
         "ratio_to_orjson_with_event_json": round(floor / with_events, 2),
         "changes": len(values),
+        "fast_path": fast_path_build(),
     }
     if sizes.get("instructions"):
         progress(f"core: instructions per change under callgrind ({sizes['instructions']:,} changes)")
@@ -386,7 +388,7 @@ def report(results: dict[str, Any]) -> str:
     core = results.get("core", {})
     if core:
         lines += [
-            f"| core (keys; events made when published) | {core['events_per_s']:,} changes/s ({core['us_per_change']} µs/change) |",
+            f"| core (keys; events made when published; fast path {core.get('fast_path', 'interpreted')}) | {core['events_per_s']:,} changes/s ({core['us_per_change']} µs/change) |",
             f"| core with the event JSON made | {core['with_event_json_per_s']:,} changes/s |",
             f"| core, reference path alone | {core['reference_path_per_s']:,} changes/s |",
             f"| orjson.loads alone | {core['orjson_loads_per_s']:,} /s (core is {core['ratio_to_orjson']}× slower; "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 
 from slotguard.commands import add_logging_options, logging_overrides
+from slotguard.fastpath_build import COMPILED, fast_path_build
 from slotguard.settings import load_settings
 
 
@@ -51,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from slotguard.wiring import core_config, worker_config
 
     configure_logging(settings.log_level, json=settings.log_json)
+    build = fast_path_build()
+    # Interpreted is correct, only slower (no C compiler at install time); stale runs old code.
+    logging.getLogger("slotguard.worker").log(
+        logging.INFO if build == COMPILED else logging.WARNING, "core fast path: %s", build
+    )
     config = worker_config(settings)
     check_kafka(config.kafka)
     # Faust creates its data directory but not the parents under our data dir.

@@ -3,7 +3,13 @@ or it steps aside (``None``) and the reference path decides. Differential tests 
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -11,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import processor.core.fastpath
 from processor.core.config import CoreConfig
 from processor.core.derive import process_change, reference_outcome
 from processor.core.errors import MalformedChange
@@ -20,6 +27,7 @@ from schemas.errors import InputError
 from schemas.events import parse_booking_event
 from slotguard.bench.core_bench import resolver as bench_resolver
 from slotguard.bench.workload import changes
+from slotguard.fastpath_build import COMPILED, fast_path_build
 from tests.support.changes import appointment, config, envelope, resolver
 
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,6 +46,43 @@ CONFIGS = {
     "word tenant ids": config(tenant_id_pattern=r"\w+"),
 }
 RENAMES = {"starts_at": "start_time", "ends_at": "end_time", "company_id": "tenant_id"}
+
+
+def _interpreted_module() -> ModuleType:
+    """``processor/core/fastpath.py`` run from its source, whichever build the package installed."""
+    source = Path(processor.core.fastpath.__file__).with_name("fastpath.py")
+    spec = importlib.util.spec_from_file_location("processor.core._fastpath_interpreted", source)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_INTERPRETED = _interpreted_module()
+
+
+def _interpreted(cfg: CoreConfig) -> CoreConfig:
+    """``cfg`` with its fast path from the interpreted source."""
+    fast = _INTERPRETED.FastPath.compile(
+        columns=cfg.appointments.columns,
+        source_zone=cfg.source_zone,
+        statuses=cfg.statuses,
+        window=cfg.window,
+        template=cfg.template,
+        guard=cfg.guard,
+        redis_key_prefix=cfg.redis_key_prefix,
+    )
+    assert fast is not None
+    return dataclasses.replace(cfg, fast=fast)
+
+
+#: The differential tests run on the fast path as installed (compiled by mypyc where setup.py could) and
+#: on its source interpreted: the two must agree with the reference alike.
+BUILDS: dict[str, Callable[[CoreConfig], CoreConfig]] = {
+    "installed": lambda cfg: cfg,
+    "interpreted": _interpreted,
+}
 
 
 def _comparable(result: Outcome | InputError) -> tuple[Any, ...]:
@@ -72,12 +117,25 @@ def _agree(raw: bytes, cfg: CoreConfig, res: EventTypeResolver) -> bool:
     return took
 
 
-def test_the_benchmark_mix_takes_the_fast_path_and_agrees_byte_for_byte() -> None:
+@pytest.mark.parametrize("build", sorted(BUILDS))
+def test_the_benchmark_mix_takes_the_fast_path_and_agrees_byte_for_byte(build: str) -> None:
     """Every change of the bench's mix (creates, reschedules, cancels, noise, soft and hard deletes) takes
     the fast path, and each outcome equals the reference's: keys, event JSON, op, commit time."""
+    cfg = BUILDS[build](DEFAULT)
     res = bench_resolver()
     values = [c.value for c in changes(3000, seed=11)]
-    assert all(_agree(v, DEFAULT, res) for v in values)
+    assert all(_agree(v, cfg, res) for v in values)
+
+
+def test_the_installed_fast_path_is_compiled_from_its_current_source_in_ci() -> None:
+    """CI has a C compiler, so setup.py's mypyc build must have produced the module the worker runs, from
+    the source as it is now (shown failing with SLOTGUARD_PURE_PYTHON=1 at install, and after touching
+    fastpath.py without installing again). Elsewhere only staleness fails: interpreted is correct."""
+    build = fast_path_build()
+    if os.environ.get("CI"):
+        assert build == COMPILED
+    else:
+        assert build in (COMPILED, "interpreted")
 
 
 def test_fast_events_are_valid_booking_events() -> None:
@@ -217,12 +275,13 @@ def _taken_sometimes(took: list[bool]) -> None:
 TOOK: dict[str, list[bool]] = {}
 
 
+@pytest.mark.parametrize("build", sorted(BUILDS))
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_generated_changes_agree_under_each_configuration(name: str) -> None:
+def test_generated_changes_agree_under_each_configuration(name: str, build: str) -> None:
     """Generated changes -- any op, odd ids and times, unknown statuses, foreign or unknown services,
     TOAST placeholders, wrong types, missing LSNs, wrapped envelopes -- give the same outcome or the same
     one-line error through process_change as through the reference path alone."""
-    cfg = CONFIGS[name]
+    cfg = BUILDS[build](CONFIGS[name])
     res = resolver()
     took: list[bool] = []
 
