@@ -53,13 +53,13 @@ def run(args: argparse.Namespace) -> int:
     from slotguard.wiring import core_config, worker_config
 
     configure_logging(settings.log_level, json=settings.log_json)
+    config = worker_config(settings)
+    check_kafka(config.kafka)  # before anything is logged: an unreachable broker is one error line
     build = fast_path_build()
     # Interpreted is correct, only slower (no C compiler at install time); stale runs old code.
     logging.getLogger("slotguard.worker").log(
         logging.INFO if build == COMPILED else logging.WARNING, "core fast path: %s", build
     )
-    config = worker_config(settings)
-    check_kafka(config.kafka)
     # Faust creates its data directory but not the parents under our data dir.
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     app = create_app(config, core_config(settings))
