@@ -4,16 +4,18 @@ floor of any decoder."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import orjson
 
 from processor.core.config import CoreConfig
 from processor.core.derive import process_change, reference_outcome
 from processor.core.resolver import InMemoryResolver, ServiceInfo
-from slotguard.bench.workload import SERVICE_MAP
+from slotguard.bench.workload import SERVICE_MAP, changes
 
 
 def resolver() -> InMemoryResolver:
@@ -75,3 +77,43 @@ def reference_rate(values: Sequence[bytes], config: CoreConfig, rounds: int = 1)
     """Changes per second through the reference path alone (events included)."""
     res = resolver()
     return _best_rate(values, lambda v: reference_outcome(v, config, res), rounds)
+
+
+@dataclass(frozen=True)
+class CorePart:
+    """The core part's figures: the rates of :func:`core_rates` and the reference path's."""
+
+    rates: CoreRates
+    reference: float
+
+
+def measure_quietly(n: int, timeout: float = 900.0) -> CorePart:
+    """The core part over the bench's first ``n`` changes, in a process of its own with the environment's
+    settings: the bench's process runs a progress display (rich's refresh thread takes the GIL about twelve
+    times a second) and holds the whole workload, which moved the core's ratio to ``orjson.loads`` by about
+    0.1 (1.84-1.87x in a plain process, 1.93-1.98x beside a spinner: two runs each, one machine)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "slotguard.bench.core_bench", str(n)],
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the core part exited with {done.returncode}: {last}")
+    figures = orjson.loads(done.stdout)
+    return CorePart(CoreRates(**figures["rates"]), figures["reference"])
+
+
+def _child(n: int) -> None:
+    from slotguard.settings import load_settings
+    from slotguard.wiring import core_config
+
+    values = [c.value for c in changes(n)]
+    config = core_config(load_settings())
+    part = CorePart(core_rates(values, config), reference_rate(values, config))
+    sys.stdout.buffer.write(orjson.dumps(asdict(part)))
+
+
+if __name__ == "__main__":
+    _child(int(sys.argv[1]))

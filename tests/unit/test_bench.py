@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from slotguard.bench import instructions
-from slotguard.bench.core_bench import core_rates, reference_rate
+from slotguard.bench.core_bench import core_rates, measure_quietly, reference_rate
 from slotguard.bench.run import report
 from slotguard.bench.workload import changes
 from slotguard.settings import default_settings
@@ -38,6 +38,18 @@ def test_the_core_and_orjson_rates_are_measured_on_tiny_inputs() -> None:
     assert rates.with_event_json > 0
     assert rates.orjson_loads > 0
     assert reference_rate(values, config) > 0
+
+
+def test_the_core_part_is_measured_in_a_process_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's figures come from a child process without its progress display; a failing child is one
+    error naming the child's last line."""
+    part = measure_quietly(200)
+    assert part.rates.keys > 0
+    assert part.rates.orjson_loads > 0
+    assert part.reference > 0
+    monkeypatch.setenv("SLOTGUARD_KEY_TIMEZONE", "Nowhere/Atlantis")  # the child's settings refuse it
+    with pytest.raises(RuntimeError, match=r"the core part exited with 1: .*Atlantis"):
+        measure_quietly(200)
 
 
 def test_the_report_names_the_machine_and_every_figure() -> None:
