@@ -20,7 +20,7 @@ from slotguard.bench import instructions
 from slotguard.bench.core_bench import measure_quietly
 from slotguard.bench.drain import DrainResult, drain, naive_command, prefill, worker_command
 from slotguard.bench.workload import changes
-from slotguard.fastpath_build import fast_path_build
+from slotguard.fastpath_build import INTERPRETED, fast_path_build
 from slotguard.settings import Settings
 from slotguard.wiring import core_config
 
@@ -390,7 +390,7 @@ def report(results: dict[str, Any]) -> str:
     core = results.get("core", {})
     if core:
         lines += [
-            f"| core (keys; events made when published; fast path {core.get('fast_path', 'interpreted')}) | {core['events_per_s']:,} changes/s ({core['us_per_change']} µs/change) |",
+            f"| core (keys; events made when published; fast path {core.get('fast_path', INTERPRETED)}) | {core['events_per_s']:,} changes/s ({core['us_per_change']} µs/change) |",
             f"| core with the event JSON made | {core['with_event_json_per_s']:,} changes/s |",
             f"| core, reference path alone | {core['reference_path_per_s']:,} changes/s |",
             f"| orjson.loads alone | {core['orjson_loads_per_s']:,} /s (core is {core['ratio_to_orjson']}× slower; "

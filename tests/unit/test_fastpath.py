@@ -27,7 +27,7 @@ from schemas.errors import InputError
 from schemas.events import parse_booking_event
 from slotguard.bench.core_bench import resolver as bench_resolver
 from slotguard.bench.workload import changes
-from slotguard.fastpath_build import COMPILED, fast_path_build
+from slotguard.fastpath_build import COMPILED, INTERPRETED, fast_path_build
 from tests.support.changes import appointment, config, envelope, resolver
 
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -135,7 +135,7 @@ def test_the_installed_fast_path_is_compiled_from_its_current_source_in_ci() -> 
     if os.environ.get("CI"):
         assert build == COMPILED
     else:
-        assert build in (COMPILED, "interpreted")
+        assert build in (COMPILED, INTERPRETED)
 
 
 def test_fast_events_are_valid_booking_events() -> None:
