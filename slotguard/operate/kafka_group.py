@@ -111,6 +111,62 @@ async def commit_offsets_as_member(
         await consumer.stop()
 
 
+async def end_offsets(options: dict[str, Any], topic: str) -> dict[int, int]:
+    """Per partition of ``topic``: the log-end offset now (the next record's offset)."""
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic)
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def records_since(
+    options: dict[str, Any], topic: str, starts: dict[int, int], *, within: float = 120.0
+) -> AsyncIterator[Any]:
+    """Every record of ``topic`` from ``starts`` (per partition; a partition not named from its start) up to
+    the log end as it is when called, each partition in offset order; then the iteration ends. Raises
+    :class:`TimeoutError` naming what is left when that takes longer than ``within`` seconds."""
+    import time
+
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic)
+        if not tps:
+            return
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        firsts = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(starts.get(tp.partition, 0), firsts[tp]))
+        left = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+        deadline = time.monotonic() + within
+        while left:
+            if time.monotonic() > deadline:
+                behind = {tp.partition: ends[tp] - await consumer.position(tp) for tp in sorted(left)}
+                raise TimeoutError(
+                    f"{topic}: records left unread after {within:.0f}s, per partition: {behind}"
+                )
+            for tp, records in (await consumer.getmany(*left, timeout_ms=1000)).items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        yield record
+                if await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    partitions = consumer.partitions_for_topic(topic) or set()
+    if not partitions:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
 async def follow_from_end(options: dict[str, Any], topic: str, ready: asyncio.Event) -> AsyncIterator[Any]:
     """Every record of every partition of ``topic`` written from now on (a group-less consumer positioned at
     the end; ``ready`` is set once it is), until the caller stops iterating."""

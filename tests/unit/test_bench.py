@@ -116,7 +116,6 @@ def test_the_load_generator_caches_each_sentinel_before_its_change_commits_and_b
     import asyncio
     from typing import Any
 
-    import psycopg
     import redis.asyncio as aioredis
 
     from slotguard.bench import e2e
@@ -152,25 +151,20 @@ def test_the_load_generator_caches_each_sentinel_before_its_change_commits_and_b
 
     ids = iter(range(1, 10_000))
 
-    class Cursor:
-        async def fetchone(self) -> tuple[int]:
-            return (next(ids),)
-
     class Conn:
-        async def execute(self, statement: str, params: tuple[Any, ...]) -> Cursor:
-            return Cursor()
+        async def first_value(self, name: bytes, params: Any) -> bytes:
+            return str(next(ids)).encode()
 
-        async def close(self) -> None:
+        def close(self) -> None:
             return None
 
-    async def connect(*_a: object, **_k: object) -> Conn:
+    async def connect(*_a: object) -> Conn:
         return Conn()
 
     monkeypatch.setattr(aioredis.Redis, "from_url", staticmethod(lambda _url: Cache()))
-    monkeypatch.setattr(psycopg.AsyncConnection, "connect", staticmethod(connect))
     load = e2e.Load(
         database_url="postgresql://x", redis_url="redis://x", kafka_options={}, topic="t",
-        config=core_config(default_settings()),
+        config=core_config(default_settings()), connect=connect,
     )  # fmt: skip
     committed: list[str] = []
     real_commit = load.commit
