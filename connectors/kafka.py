@@ -43,10 +43,14 @@ class KafkaSink:
         enable_idempotence: bool,
         client_id: str,
         security: Mapping[str, str] | None = None,
+        forwarder: Any | None = None,
     ) -> None:
         """``security``: the Java clients' ``security.protocol`` / ``ssl.*`` / ``sasl.*`` properties
-        (:meth:`schemas.connections.KafkaConnection.java_properties`), for producer and admin alike."""
+        (:meth:`schemas.connections.KafkaConnection.java_properties`), for producer and admin alike.
+        ``forwarder``: the compiled per-record loop (:func:`connectors.forwarder.load`); ``None`` sends
+        record by record from Python."""
         self._bootstrap = bootstrap
+        self._forwarder = forwarder
         security = {k: v for k, v in (security or {}).items() if k != "bootstrap.servers"}
         properties = jpype.JClass("java.util.Properties")
         serializer = "org.apache.kafka.common.serialization.ByteArraySerializer"
@@ -121,6 +125,8 @@ class KafkaSink:
 
         Raises :class:`RelayDeliveryError` if any send failed, so the engine does not mark the batch.
         """
+        if self._forwarder is not None:
+            return self._send_in_java(events)
         batch = list(events)
         topics = [str(event.destination()) for event in batch]
         self.ensure_topics(set(topics))
@@ -134,6 +140,27 @@ class KafkaSink:
                 f"Kafka {self._bootstrap} did not acknowledge a batch of {len(batch)} records: {java_error_message(exc)}"
             ) from None
         return Counter(topics)
+
+    def _send_in_java(self, events: Any) -> Counter[str]:
+        """:meth:`send_batch` with the per-record loop in the compiled forwarder: one call per batch."""
+        forwarder = self._forwarder
+        assert forwarder is not None
+        if not isinstance(events, jpype.JClass("java.util.List")):
+            listed = jpype.JClass("java.util.ArrayList")()
+            for event in events:
+                listed.add(event)
+            events = listed
+        self.ensure_topics({str(topic) for topic in forwarder.destinations(events)})
+        counts = jpype.JClass("java.util.HashMap")()
+        try:
+            futures = forwarder.sendAll(self._producer, events, counts)
+            self._producer.flush()
+            forwarder.awaitAll(futures)
+        except jpype.JException as exc:
+            raise RelayDeliveryError(
+                f"Kafka {self._bootstrap} did not acknowledge a batch of {events.size()} records: {java_error_message(exc)}"
+            ) from None
+        return Counter({str(topic): int(count) for topic, count in counts.items()})
 
     def _to_record(self, topic: str, event: Any) -> Any:
         headers = None

