@@ -27,8 +27,8 @@ from connectors.jvm import start_jvm
 from connectors.kafka import KafkaSink
 
 bootstrap, state, java_topic, python_topic = sys.argv[1:5]
-start_jvm(None, Path(state), heap_mb=128)
-compiled = forwarder.load(Path(state))
+runtime = start_jvm(None, Path(state), heap_mb=128)
+compiled = forwarder.load(Path(state), runtime.java_home)
 assert compiled is not None, "this JVM could not compile the forwarder"
 
 def data(raw):
