@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -47,11 +48,7 @@ async def committed_and_end_offsets(
     consumer = AIOKafkaConsumer(**options, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
-        if not partitions:
-            await consumer.topics()
-            partitions = sorted(consumer.partitions_for_topic(topic) or ())
-        tps = [TopicPartition(topic, p) for p in partitions]
+        tps = await _partitions(consumer, topic)
         if not tps:
             return {}, {}
         consumer.assign(tps)
@@ -83,9 +80,6 @@ async def commit_offsets_as_member(
     broker never drops them): a join makes the broker rebalance, members that no longer heartbeat are
     evicted, and the commit is a member's commit. Only safe when no worker runs.
     """
-    import asyncio
-    import time
-
     consumer = AIOKafkaConsumer(
         **options,
         group_id=group,
@@ -128,8 +122,6 @@ async def records_since(
     """Every record of ``topic`` from ``starts`` (per partition; a partition not named from its start) up to
     the log end as it is when called, each partition in offset order; then the iteration ends. Raises
     :class:`TimeoutError` naming what is left when that takes longer than ``within`` seconds."""
-    import time
-
     consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -160,6 +152,7 @@ async def records_since(
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``, sorted (metadata fetched once more when the client has none yet)."""
     partitions = consumer.partitions_for_topic(topic) or set()
     if not partitions:
         await consumer.topics()
@@ -173,11 +166,7 @@ async def follow_from_end(options: dict[str, Any], topic: str, ready: asyncio.Ev
     consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await _partitions(consumer, topic)
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
