@@ -27,6 +27,7 @@ from tests.integration.worker_harness import (
     window_keys,
     worker_settings,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +234,12 @@ def test_missing_event_type_widens_to_the_company_from_the_services_topic(
 
     wait_keys_gone(redis_client, widened + later, worker)
     assert still_there(redis_client, other_company) == other_company
+    # Counted when the batch's events are acknowledged, which may be after its keys are gone.
+    wait_until(
+        lambda: worker.metric("slotguard_unknown_event_types_total") >= 2,
+        timeout=30,
+        what=lambda: f"unknown_event_types_total {worker.metric('slotguard_unknown_event_types_total')}",
+    )
     assert worker.metric("slotguard_unknown_event_types_total") == 2
     health = worker.healthz()
     assert health is not None, "no /healthz"
