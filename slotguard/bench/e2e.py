@@ -35,6 +35,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from processor.core.config import CoreConfig
+from slotguard.bench.cpu import CpuMeter
 from slotguard.bench.pgclient import PgClient
 from slotguard.operate.kafka_group import end_offsets, records_since
 from slotguard.sim.checker import percentile
@@ -69,6 +70,8 @@ class E2EResult:
     #: missed the event) -- and those still cached at the end: an invalidation lost.
     unobserved_gone: int = 0
     unobserved_cached: int = 0
+    #: Cores in use while the load ran (:meth:`slotguard.bench.cpu.CpuMeter.stop`); empty when not metered.
+    cpu_cores: dict[str, float] = field(default_factory=dict)
 
     def latencies_ms(self) -> list[float]:
         # A deletion that came before the client's commit call returned counts as 0 ms.
@@ -104,6 +107,7 @@ class E2EResult:
             },
             "stages_p50_ms": {name: _q(values, 0.5) for name, values in stages.items()},
             "stages_p99_ms": {name: _q(values, 0.99) for name, values in stages.items()},
+            "cpu_cores": self.cpu_cores,
         }
 
 
@@ -363,16 +367,20 @@ async def measure(
     connections: int = 8,
     settle: float = 30.0,
     progress: Callable[[str], None] = lambda _m: None,
+    cpu: CpuMeter | None = None,
 ) -> E2EResult:
     """One run at ``rate``: generate, wait (at most ``settle`` s) until every sentinel is gone, then read
-    the run's records for the stage timestamps."""
+    the run's records for the stage timestamps. ``cpu`` meters the cores used while the load runs."""
     observer_ready = asyncio.Event()
     starts = await load.topic_end()
     observer = asyncio.create_task(load.observe(observer_ready))
     try:
         await asyncio.wait_for(observer_ready.wait(), timeout=30)
         progress(f"e2e: {rate:g} changes/s for {seconds:g} s")
+        if cpu is not None:
+            cpu.start()
         achieved = await load.generate(rate, seconds, connections)
+        cores = cpu.stop() if cpu is not None else {}
         load.generated = True
         load._check_done()
         # The last keys to go; a change whose key never goes stays unobserved.
@@ -390,4 +398,5 @@ async def measure(
         samples=list(load.samples),
         unobserved_gone=gone,
         unobserved_cached=cached,
+        cpu_cores=cores,
     )

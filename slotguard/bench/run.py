@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,6 +23,10 @@ from slotguard.bench.workload import changes
 from slotguard.fastpath_build import INTERPRETED, fast_path_build
 from slotguard.settings import Settings
 from slotguard.wiring import core_config
+
+if TYPE_CHECKING:
+    from slotguard.bench.cpu import CpuMeter
+    from slotguard.bench.e2e import E2EResult
 
 Progress = Callable[[str], None]
 
@@ -74,6 +78,12 @@ E2E_SECONDS = {200: (15.0, 60.0), 2000: (10.0, 30.0)}
 #: other paths): its C2 compiler thread took 0.25 of a core in the first seconds at 2,000/s after 10 s at
 #: 200/s, 0.07 after 20 s more at 2,000/s (p99 206-358 ms vs 166 ms). A run that includes that measures the JIT.
 E2E_WARMUP_SECONDS = (10.0, 20.0)
+# Each e2e rate runs on a fresh local stack. The local broker (tansu's memory store) lists every batch a
+# partition holds on each fetch that finds data, so its cost per fetch grows with the topic's history:
+# tansu's CPU per produce -> fetch round trip was 1.4 ms at 300 batches, 7.5 ms at 5,900 and 14.4 ms at
+# 11,200 (scratch ``tansufetch.py``, one partition, this machine). On one stack for the whole run, the
+# 2,000/s part read the 200/s part's thousands of small batches too (the full run's 2,000/s after 100 s of
+# load: p99 2,764 ms, Kafka -> key gone 2,486 ms of it). Apache Kafka reads from an offset index instead.
 
 
 def run(
@@ -133,7 +143,7 @@ def run(
     progress(f"generating {max(sizes['worker'], sizes['naive']):,} synthetic changes")
     records = list(changes(max(sizes["worker"], sizes["naive"])))
 
-    stack = DevStack(out / "stack")
+    stack = DevStack(out / "stack-drains")
     progress("starting the local stack (Postgres, tansu, Redis)")
     info = stack.up(infra_only=True).info
     try:
@@ -177,14 +187,14 @@ def run(
                 "rss_mb_peak": round(backlog.rss_mb_peak, 1),
                 "rss_mb_end": round(backlog.rss_mb_end, 1),
             }
-        seconds = e2e_seconds or {rate: pair[0 if quick else 1] for rate, pair in E2E_SECONDS.items()}
-        warmup = E2E_WARMUP_SECONDS[0 if quick else 1] if e2e_warmup is None else e2e_warmup
-        results["e2e_warmup_s"] = warmup
-        writes = overhead_writes or (2000 if quick else 5000)
-        results.update(_pipeline(stack, seconds, warmup, writes, overhead_rounds, out, progress))
     finally:
         progress("stopping the local stack")
         stack.down()
+    seconds = e2e_seconds or {rate: pair[0 if quick else 1] for rate, pair in E2E_SECONDS.items()}
+    warmup = E2E_WARMUP_SECONDS[0 if quick else 1] if e2e_warmup is None else e2e_warmup
+    results["e2e_warmup_s"] = warmup
+    writes = overhead_writes or (2000 if quick else 5000)
+    results.update(_pipeline(seconds, warmup, writes, overhead_rounds, out, progress))
     if sizes.get("backlog", 0) < 1_000_000:
         results["not_measured"] = ["the 1M backlog (this run drained a smaller one; run without --quick)"]
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -194,7 +204,6 @@ def run(
 
 
 def _pipeline(
-    stack: Any,
     seconds: dict[int, float],
     warmup: float,
     writes: int,
@@ -202,57 +211,92 @@ def _pipeline(
     out: Path,
     progress: Progress,
 ) -> dict[str, Any]:
-    """The whole pipeline with its shipped settings: e2e latency per rate, RSS under load, write overhead."""
-    from slotguard.bench.e2e import E2EResult, Load, measure
+    """The whole pipeline with its shipped settings: e2e latency per rate, each on a fresh stack (the
+    comment below :data:`E2E_WARMUP_SECONDS` says why), with the cores in use meanwhile; RSS under load;
+    the write overhead (on the last rate's stack)."""
+    from slotguard.bench.cpu import CpuMeter
     from slotguard.bench.overhead import write_overhead
     from slotguard.dev.procs import RssPeaks
+    from slotguard.dev.stack import DevStack
 
-    progress("starting the relay and the worker")
-    info = stack.up().info
-    settings = _settings(info).model_copy(update={"database_url": info.database_url})
-    config = core_config(settings)
-    kafka = {"bootstrap_servers": info.kafka_bootstrap}
     runs: dict[int, E2EResult] = {}
-    peaks = RssPeaks(stack.pids())
-    sampling = _Sampler(peaks)
+    rss: dict[str, float] = {}
+    overhead: dict[str, Any] = {}
+    for index, (rate, length) in enumerate(seconds.items()):
+        stack = DevStack(out / f"stack-e2e-{rate:g}")
+        progress(f"e2e: starting a fresh local stack with the relay and the worker for {rate:g} changes/s")
+        try:
+            info = stack.up().info
+            pids = stack.pids()
+            peaks = RssPeaks(pids)
+            with _Sampler(peaks):
+                runs[rate] = _measure_rate(info, rate, length, warmup, CpuMeter(pids), progress)
+            for name in ("relay", "worker"):
+                if name in peaks.peaks:
+                    rss[name] = max(rss.get(name, 0.0), peaks.peaks[name])
+            if index == len(seconds) - 1:
+
+                def relay_on(stack: DevStack = stack) -> None:
+                    stack.up()
+
+                def relay_off(stack: DevStack = stack) -> None:
+                    stack.stop_relay()
+
+                overhead = write_overhead(
+                    info.database_url,
+                    relay_on=relay_on,
+                    relay_off=relay_off,
+                    rounds=rounds,
+                    writes=writes,
+                    progress=progress,
+                )
+        finally:
+            stack.down()
+    _plot_cdf(out / "e2e_cdf.png", runs)
+    return {
+        "e2e": {str(rate): result.summary() for rate, result in runs.items()},
+        "rss_mb": {"relay": rss.get("relay"), "worker": rss.get("worker")},
+        "write_overhead": overhead,
+    }
+
+
+def _measure_rate(
+    info: Any, rate: int, length: float, warmup: float, cpu: CpuMeter, progress: Progress
+) -> E2EResult:
+    """One e2e rate on the running stack ``info`` describes: warm-up, then the measured run."""
+    from slotguard.bench.e2e import Load, measure
+
+    settings = _settings(info)
+    config = core_config(settings)
 
     def load() -> Load:
         return Load(
             database_url=info.database_url,
             redis_url=info.redis_url,
-            kafka_options=kafka,
+            kafka_options={"bootstrap_servers": info.kafka_bootstrap},
             topic=settings.appointments_topic,
             config=config,
         )
 
-    with sampling:
-        for rate, length in seconds.items():
-            if warmup > 0:
-                progress(
-                    f"e2e: warming the pipeline up at {rate:g} changes/s for {warmup:g} s (not measured)"
-                )
-                asyncio.run(measure(load(), rate, warmup))
-            runs[rate] = asyncio.run(measure(load(), rate, length, progress=progress))
-            got = runs[rate].summary()
-            progress(f"e2e at {rate}/s: p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms")
-    _plot_cdf(out / "e2e_cdf.png", runs)
-
-    def relay_on() -> None:
-        stack.up()
-
-    overhead = write_overhead(
-        info.database_url,
-        relay_on=relay_on,
-        relay_off=stack.stop_relay,
-        rounds=rounds,
-        writes=writes,
-        progress=progress,
+    if warmup > 0:
+        progress(f"e2e: warming the pipeline up at {rate:g} changes/s for {warmup:g} s (not measured)")
+        asyncio.run(measure(load(), rate, warmup))
+    result = asyncio.run(measure(load(), rate, length, progress=progress, cpu=cpu))
+    got = result.summary()
+    progress(
+        f"e2e at {rate}/s: p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms; {_cores_line(got['cpu_cores'])}"
     )
-    return {
-        "e2e": {str(rate): result.summary() for rate, result in runs.items()},
-        "rss_mb": {"relay": peaks.peaks.get("relay"), "worker": peaks.peaks.get("worker")},
-        "write_overhead": overhead,
-    }
+    return result
+
+
+def _cores_line(cores: dict[str, float]) -> str:
+    """``cores busy 1.9 (steal 0.1): relay 0.5, kafka 0.3, ...`` -- the processes by share, largest first."""
+    if not cores:
+        return "cores not metered"
+    parts = sorted(((v, k) for k, v in cores.items() if k not in ("machine_busy", "steal")), reverse=True)
+    return f"cores busy {cores['machine_busy']:g} (steal {cores['steal']:g}): " + ", ".join(
+        f"{name} {value:g}" for value, name in parts
+    )
 
 
 class _Sampler:
@@ -428,6 +472,8 @@ def report(results: dict[str, Any]) -> str:
             f"stage p50s: commit→Debezium {p50s['commit_to_debezium']}, Debezium→Kafka {p50s['debezium_to_kafka']}, "
             f"Kafka→UNLINK {p50s['kafka_to_unlink']} ms |"
         )
+        if e2e.get("cpu_cores"):
+            lines.append(f"| cores in use during e2e at {rate}/s | {_cores_line(e2e['cpu_cores'])} |")
     backlog = results.get("backlog")
     if backlog:
         lines.append(

@@ -42,6 +42,11 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     assert e2e["observed"] == 40, e2e  # every change's key seen gone
     assert e2e["unobserved_still_cached"] == 0, e2e
     assert all(e2e["stages_p50_ms"][stage] is not None for stage in e2e["stages_p50_ms"]), e2e
+    # The cores in use while the load ran: the machine's, and every part's of the e2e run's own stack.
+    assert {"machine_busy", "steal", "bench", "postgres", "kafka", "redis", "relay", "worker"} <= set(
+        e2e["cpu_cores"]
+    ), e2e
+    assert e2e["cpu_cores"]["machine_busy"] > 0
     assert results["backlog"]["changes"] == 300
     assert results["backlog"]["rss_mb_peak"] >= results["backlog"]["rss_mb_start"] > 0
     assert results["rss_mb"]["relay"] > 0
@@ -52,6 +57,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     for needle in (
         "worker drain",
         "e2e at 20/s",
+        "cores in use during e2e at 20/s",
         "write overhead",
         "RSS under e2e load",
         "backlog of 300 changes",
