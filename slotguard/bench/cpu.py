@@ -22,11 +22,11 @@ import psutil
 BENCH = "bench"
 
 
-def _tree_seconds(process: psutil.Process) -> dict[int, float]:
-    """CPU seconds (user + system) of ``process`` and every descendant, by pid."""
+def _tree_seconds(process: psutil.Process, *, children: bool = True) -> dict[int, float]:
+    """CPU seconds (user + system) of ``process`` and (unless not ``children``) every descendant, by pid."""
     seconds: dict[int, float] = {}
     with contextlib.suppress(psutil.Error):
-        for proc in (process, *process.children(recursive=True)):
+        for proc in (process, *(process.children(recursive=True) if children else ())):
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 seconds[proc.pid] = times.user + times.system
@@ -41,11 +41,12 @@ class CpuMeter:
         for name, pid in pids.items():
             with contextlib.suppress(psutil.Error):
                 self._processes[name] = psutil.Process(pid)
+        # Itself only: the bench started the stack, whose parts are its descendants and counted above.
         self._processes[BENCH] = psutil.Process(os.getpid())
         self._started: tuple[float, Any, dict[str, dict[int, float]]] | None = None
 
     def start(self) -> None:
-        trees = {name: _tree_seconds(proc) for name, proc in self._processes.items()}
+        trees = {name: _tree_seconds(proc, children=name != BENCH) for name, proc in self._processes.items()}
         self._started = (time.monotonic(), psutil.cpu_times(), trees)
 
     def stop(self) -> dict[str, float]:
@@ -66,7 +67,7 @@ class CpuMeter:
         figures = {"machine_busy": round(cores * busy / total, 2), "steal": round(cores * steal / total, 2)}
         for name, proc in self._processes.items():
             before = trees.get(name, {})
-            after = _tree_seconds(proc)
+            after = _tree_seconds(proc, children=name != BENCH)
             used = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
             figures[name] = round(max(0.0, used) / elapsed, 2)
         return figures

@@ -27,6 +27,7 @@ from slotguard.wiring import core_config
 if TYPE_CHECKING:
     from slotguard.bench.cpu import CpuMeter
     from slotguard.bench.e2e import E2EResult
+    from slotguard.dev.stack import DevStack
 
 Progress = Callable[[str], None]
 
@@ -78,12 +79,16 @@ E2E_SECONDS = {200: (15.0, 60.0), 2000: (10.0, 30.0)}
 #: other paths): its C2 compiler thread took 0.25 of a core in the first seconds at 2,000/s after 10 s at
 #: 200/s, 0.07 after 20 s more at 2,000/s (p99 206-358 ms vs 166 ms). A run that includes that measures the JIT.
 E2E_WARMUP_SECONDS = (10.0, 20.0)
-# Each e2e rate runs on a fresh local stack. The local broker (tansu's memory store) lists every batch a
-# partition holds on each fetch that finds data, so its cost per fetch grows with the topic's history:
-# tansu's CPU per produce -> fetch round trip was 1.4 ms at 300 batches, 7.5 ms at 5,900 and 14.4 ms at
-# 11,200 (scratch ``tansufetch.py``, one partition, this machine). On one stack for the whole run, the
-# 2,000/s part read the 200/s part's thousands of small batches too (the full run's 2,000/s after 100 s of
-# load: p99 2,764 ms, Kafka -> key gone 2,486 ms of it). Apache Kafka reads from an offset index instead.
+# All e2e rates run on the drains' stack, one after the other, and that is the better of the two ways tried
+# on tansu. Its memory store lists every batch a partition holds on each fetch that finds data (tansu's CPU
+# per produce -> fetch round trip: 1.4 ms at 300 batches, 7.5 ms at 5,900, 14.4 ms at 11,200; scratch
+# ``tansufetch.py``, one partition), and the relay writes about a batch per poll whatever the rate, so the
+# broker's cost grows with the seconds of load since it started. A fresh stack per rate starts the relay's
+# JVM cold too: at 2,000/s after 10 s of warm-up its share was 0.56-0.68 of a core and the p99 207-366 ms,
+# against 0.42-0.44 and 150-152 ms after this sequence's 35 s of earlier load (alternated scratch runs,
+# ``seq.py``, two each; the broker took 0.39-0.40 of a core then, 0.26-0.33 fresh). Longer runs (the full
+# run's 2,000/s after 100 s of load: p99 2,764 ms) measure the broker's age: Apache Kafka reads from an
+# offset index.
 
 
 def run(
@@ -143,7 +148,7 @@ def run(
     progress(f"generating {max(sizes['worker'], sizes['naive']):,} synthetic changes")
     records = list(changes(max(sizes["worker"], sizes["naive"])))
 
-    stack = DevStack(out / "stack-drains")
+    stack = DevStack(out / "stack")
     progress("starting the local stack (Postgres, tansu, Redis)")
     info = stack.up(infra_only=True).info
     try:
@@ -187,14 +192,14 @@ def run(
                 "rss_mb_peak": round(backlog.rss_mb_peak, 1),
                 "rss_mb_end": round(backlog.rss_mb_end, 1),
             }
+        seconds = e2e_seconds or {rate: pair[0 if quick else 1] for rate, pair in E2E_SECONDS.items()}
+        warmup = E2E_WARMUP_SECONDS[0 if quick else 1] if e2e_warmup is None else e2e_warmup
+        results["e2e_warmup_s"] = warmup
+        writes = overhead_writes or (2000 if quick else 5000)
+        results.update(_pipeline(stack, seconds, warmup, writes, overhead_rounds, out, progress))
     finally:
         progress("stopping the local stack")
         stack.down()
-    seconds = e2e_seconds or {rate: pair[0 if quick else 1] for rate, pair in E2E_SECONDS.items()}
-    warmup = E2E_WARMUP_SECONDS[0 if quick else 1] if e2e_warmup is None else e2e_warmup
-    results["e2e_warmup_s"] = warmup
-    writes = overhead_writes or (2000 if quick else 5000)
-    results.update(_pipeline(seconds, warmup, writes, overhead_rounds, out, progress))
     if sizes.get("backlog", 0) < 1_000_000:
         results["not_measured"] = ["the 1M backlog (this run drained a smaller one; run without --quick)"]
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -204,6 +209,7 @@ def run(
 
 
 def _pipeline(
+    stack: DevStack,
     seconds: dict[int, float],
     warmup: float,
     writes: int,
@@ -211,51 +217,39 @@ def _pipeline(
     out: Path,
     progress: Progress,
 ) -> dict[str, Any]:
-    """The whole pipeline with its shipped settings: e2e latency per rate, each on a fresh stack (the
-    comment below :data:`E2E_WARMUP_SECONDS` says why), with the cores in use meanwhile; RSS under load;
-    the write overhead (on the last rate's stack)."""
+    """The whole pipeline with its shipped settings on ``stack`` (the drains' stack, now with the relay and
+    the worker): e2e latency per rate with the cores in use meanwhile, RSS under load, write overhead."""
     from slotguard.bench.cpu import CpuMeter
     from slotguard.bench.overhead import write_overhead
     from slotguard.dev.procs import RssPeaks
-    from slotguard.dev.stack import DevStack
 
+    progress("starting the relay and the worker")
+    info = stack.up().info
+    pids = stack.pids()
+    peaks = RssPeaks(pids)
     runs: dict[int, E2EResult] = {}
-    rss: dict[str, float] = {}
-    overhead: dict[str, Any] = {}
-    for index, (rate, length) in enumerate(seconds.items()):
-        stack = DevStack(out / f"stack-e2e-{rate:g}")
-        progress(f"e2e: starting a fresh local stack with the relay and the worker for {rate:g} changes/s")
-        try:
-            info = stack.up().info
-            pids = stack.pids()
-            peaks = RssPeaks(pids)
-            with _Sampler(peaks):
-                runs[rate] = _measure_rate(info, rate, length, warmup, CpuMeter(pids), progress)
-            for name in ("relay", "worker"):
-                if name in peaks.peaks:
-                    rss[name] = max(rss.get(name, 0.0), peaks.peaks[name])
-            if index == len(seconds) - 1:
-
-                def relay_on(stack: DevStack = stack) -> None:
-                    stack.up()
-
-                def relay_off(stack: DevStack = stack) -> None:
-                    stack.stop_relay()
-
-                overhead = write_overhead(
-                    info.database_url,
-                    relay_on=relay_on,
-                    relay_off=relay_off,
-                    rounds=rounds,
-                    writes=writes,
-                    progress=progress,
-                )
-        finally:
-            stack.down()
+    with _Sampler(peaks):
+        for rate, length in seconds.items():
+            runs[rate] = _measure_rate(info, rate, length, warmup, CpuMeter(pids), progress)
     _plot_cdf(out / "e2e_cdf.png", runs)
+
+    def relay_on() -> None:
+        stack.up()
+
+    def relay_off() -> None:
+        stack.stop_relay()
+
+    overhead = write_overhead(
+        info.database_url,
+        relay_on=relay_on,
+        relay_off=relay_off,
+        rounds=rounds,
+        writes=writes,
+        progress=progress,
+    )
     return {
         "e2e": {str(rate): result.summary() for rate, result in runs.items()},
-        "rss_mb": {"relay": rss.get("relay"), "worker": rss.get("worker")},
+        "rss_mb": {"relay": peaks.peaks.get("relay"), "worker": peaks.peaks.get("worker")},
         "write_overhead": overhead,
     }
 

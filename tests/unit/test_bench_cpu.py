@@ -61,6 +61,21 @@ def test_a_child_of_a_metered_process_counts_for_its_parent() -> None:
     assert cores["parent"] >= 0.3, cores  # the child spun; the parent itself only slept
 
 
+def test_the_bench_itself_leaves_out_the_stack_it_started() -> None:
+    """The stack's parts are the bench's children: counted under their names, not again as "bench"."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        meter = CpuMeter({"relay": spinner.pid})
+        meter.start()
+        time.sleep(0.5)
+        cores = meter.stop()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert cores["relay"] >= 0.3, cores
+    assert cores[BENCH] <= 0.2, cores  # it slept
+
+
 def test_stop_before_start_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="before start"):
         CpuMeter({}).stop()
