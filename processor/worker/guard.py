@@ -132,6 +132,11 @@ class FillTracker:
             for key in (announced & watches.keys()) - filling:
                 del watches[key]  # nobody was filling: no write that follows can be stale
 
+    @property
+    def idle(self) -> bool:
+        """Nobody is filling and nothing is watched (precise mode): an invalidation changes nothing."""
+        return self.precise and not self._pending and not self._watches
+
     def written(self, key: str) -> bool:
         """A write of ``key`` landed; True when it must be deleted again."""
         now = self._clock()
@@ -231,6 +236,10 @@ class KeyspaceGuard:
 
     def announced(self, payload: bytes) -> None:
         """An invalidation's keys, announced on the channel."""
+        if self.tracker.idle:
+            # The common case while nobody reads the cache, e.g. a worker catching up on a backlog: the
+            # announcements of every batch (tens of thousands of keys a second) need not even be parsed.
+            return
         try:
             keys = orjson.loads(payload)
         except orjson.JSONDecodeError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,6 +141,33 @@ def test_the_guard_follows_misses_announcements_and_writes_and_ignores_leases() 
 
     asyncio.run(play())
     assert fake.deleted == ["app:k"]
+
+
+def test_an_announcement_while_nobody_fills_is_not_even_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Precise and idle: nothing to do, so the keys are not parsed; without key misses every write after an
+    invalidation is suspect, so they are."""
+    guard = KeyspaceGuard(
+        FakeRedis(),  # type: ignore[arg-type]
+        prefix="app:",
+        channel="app:slotguard:invalidated",
+        window=2.0,
+        metrics=WorkerMetrics(),
+    )
+    parsed: list[bytes] = []
+    real_loads = orjson.loads
+
+    def loads(payload: bytes) -> Any:
+        parsed.append(payload)
+        return real_loads(payload)
+
+    monkeypatch.setattr("processor.worker.guard.orjson.loads", loads)
+    guard.announced(b'["app:k"]')
+    assert parsed == []
+    assert len(guard.tracker) == 0
+    guard.tracker.precise = False
+    guard.announced(b'["app:k"]')
+    assert parsed == [b'["app:k"]']
+    assert len(guard.tracker) == 1
 
 
 _KEYS = st.sampled_from(["a", "b", "c"])
