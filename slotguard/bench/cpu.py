@@ -18,6 +18,8 @@ from typing import Any
 
 import psutil
 
+from slotguard.dev.procs import live_processes
+
 #: The bench's own process in :meth:`CpuMeter.stop`'s figures.
 BENCH = "bench"
 
@@ -37,10 +39,7 @@ class CpuMeter:
     """:meth:`start`, run the load, :meth:`stop`: cores used meanwhile (busy, stolen, per process)."""
 
     def __init__(self, pids: Mapping[str, int]) -> None:
-        self._processes: dict[str, psutil.Process] = {}
-        for name, pid in pids.items():
-            with contextlib.suppress(psutil.Error):
-                self._processes[name] = psutil.Process(pid)
+        self._processes = live_processes(pids)
         # Itself only: the bench started the stack, whose parts are its descendants and counted above.
         self._processes[BENCH] = psutil.Process(os.getpid())
         self._started: tuple[float, Any, dict[str, dict[int, float]]] | None = None

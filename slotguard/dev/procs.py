@@ -226,14 +226,20 @@ class ManagedProcess:
             _EXITED[pid] = popen.wait()
 
 
+def live_processes(pids: Mapping[str, int]) -> dict[str, psutil.Process]:
+    """The processes of ``pids`` (name -> pid) that exist now, by name."""
+    procs: dict[str, psutil.Process] = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(psutil.Error):
+            procs[name] = psutil.Process(pid)
+    return procs
+
+
 class RssPeaks:
     """Peak resident memory (MiB) of the stack's processes, sampled once a second during a mode."""
 
     def __init__(self, pids: dict[str, int]) -> None:
-        self._procs: dict[str, psutil.Process] = {}
-        for name, pid in pids.items():
-            with contextlib.suppress(psutil.Error):
-                self._procs[name] = psutil.Process(pid)
+        self._procs = live_processes(pids)
         self.peaks: dict[str, float] = {}
 
     def sample(self) -> None:
