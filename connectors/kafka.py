@@ -86,6 +86,10 @@ class KafkaSink:
                 f"cannot create Kafka clients for {bootstrap}: {java_error_message(exc)}"
             ) from None
         self._record = jpype.JClass("org.apache.kafka.clients.producer.ProducerRecord")
+        # Looked up once, not per batch: the forwarder's path uses them on every send.
+        self._java_list = jpype.JClass("java.util.List")
+        self._array_list = jpype.JClass("java.util.ArrayList")
+        self._hash_map = jpype.JClass("java.util.HashMap")
         self._header = jpype.JClass("org.apache.kafka.common.header.internals.RecordHeader")
         self._known_topics: set[str] = set()
 
@@ -145,13 +149,13 @@ class KafkaSink:
         """:meth:`send_batch` with the per-record loop in the compiled forwarder: one call per batch."""
         forwarder = self._forwarder
         assert forwarder is not None
-        if not isinstance(events, jpype.JClass("java.util.List")):
-            listed = jpype.JClass("java.util.ArrayList")()
+        if not isinstance(events, self._java_list):
+            listed = self._array_list()
             for event in events:
                 listed.add(event)
             events = listed
         self.ensure_topics({str(topic) for topic in forwarder.destinations(events)})
-        counts = jpype.JClass("java.util.HashMap")()
+        counts = self._hash_map()
         try:
             futures = forwarder.sendAll(self._producer, events, counts)
             self._producer.flush()
@@ -166,7 +170,7 @@ class KafkaSink:
         headers = None
         for header in event.headers():
             if headers is None:
-                headers = jpype.JClass("java.util.ArrayList")()
+                headers = self._array_list()
             headers.add(self._header(header.getKey(), header.getValue()))
         # ProducerRecord(topic, partition, timestamp, key, value, headers): a null partition lets the
         # default partitioner hash the key, a null timestamp lets the producer stamp it -- like Connect.

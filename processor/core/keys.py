@@ -57,7 +57,7 @@ def label_renderer(spec: str) -> Callable[[datetime], str]:
     chars = iter(spec)
     for char in chars:
         if char != "%":
-            fmt.append(char.replace("%", "%%"))
+            fmt.append(char)
             continue
         directive = next(chars, "")
         if directive == "%":

@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from slotguard.bench.cpu import BENCH, CpuMeter
+from tests.support.waiting import wait_until
 
 
 def _spin(seconds: float) -> None:
@@ -45,10 +46,7 @@ def test_a_child_of_a_metered_process_counts_for_its_parent() -> None:
          "subprocess.Popen([sys.executable, '-c', 'while True: pass']); time.sleep(60)"]
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not psutil.Process(parent.pid).children():
-            assert time.monotonic() < deadline, "the spinning child never started"
-            time.sleep(0.01)
+        wait_until(lambda: psutil.Process(parent.pid).children(), timeout=30, what="the spinning child")
         meter = CpuMeter({"parent": parent.pid})
         meter.start()
         time.sleep(0.5)
