@@ -152,7 +152,8 @@ class Settings(BaseSettings):
     batch_timeout: float = Field(
         default=0.005,
         gt=0,
-        description="Seconds the worker's consumer waits for records when none are buffered (latency floor).",
+        description="Seconds the worker's consumer waits for records, when none are buffered, before it turns to a "
+        "batch still completing (an idle worker waits 0.1 s); a record ends the wait as soon as it arrives.",
     )
     redis_retry_max_backoff: float = Field(
         default=5.0, gt=0, description="Cap of the Redis retry backoff, seconds."

@@ -1,7 +1,9 @@
 """A background server slotguard started: argv, log file, pid file; start, verify, stop.
 
 The pid file records the pid *and* the process's start time and name, so a stale file whose pid was reused
-by an unrelated process is recognised and that process is never signalled. Servers run in their own session
+by an unrelated process is recognised and that process is never signalled. The start time compared is
+counted from boot (:func:`started_after_boot`), not the wall-clock ``create_time``, which moves with the
+machine's clock. Servers run in their own session
 (process group), so ``dev up`` can exit while they keep running, and ``dev down`` can kill stragglers of the
 group after the leader is gone.
 """
@@ -32,9 +34,29 @@ class PidRecord(BaseModel):
     """Contents of a pid file."""
 
     pid: int
+    #: Wall clock, for a human reading the file.
     create_time: float
     name: str
     argv: list[str]
+    #: Seconds from boot to the start (:func:`started_after_boot`); None in files of earlier versions.
+    started_after_boot: float | None = None
+
+
+def started_after_boot(pid: int) -> float:
+    """Seconds from the machine's boot to the start of process ``pid``.
+
+    psutil's ``create_time`` is this plus the boot time in ``/proc/stat``, which is whole seconds of wall
+    clock minus uptime: when NTP moves the clock across a second's boundary the boot time, and with it every
+    ``create_time``, moves by a second. A server's recorded start then no longer matched its own (a
+    difference of 1.0 plus float error against a 1 s tolerance): ``dev up`` took a live broker for a dead
+    one and started a second on a new port (CI at 09a302b left the first running). Read between two equal
+    boot times, so both terms come from the same one.
+    """
+    while True:
+        boot = psutil.boot_time()
+        started: float = psutil.Process(pid).create_time() - boot  # a fresh Process caches nothing yet
+        if psutil.boot_time() == boot:
+            return started
 
 
 @dataclass(frozen=True)
@@ -95,7 +117,11 @@ class ManagedProcess:
             return None
         try:
             proc = psutil.Process(record.pid)
-            if abs(proc.create_time() - record.create_time) > 1.0 or proc.name() != record.name:
+            if record.started_after_boot is None:  # a pid file of an earlier version
+                moved = abs(proc.create_time() - record.create_time)
+            else:
+                moved = abs(started_after_boot(record.pid) - record.started_after_boot)
+            if moved > 1.0 or proc.name() != record.name:
                 return None
             if proc.status() == psutil.STATUS_ZOMBIE:
                 self._reap(record.pid)
@@ -136,7 +162,11 @@ class ManagedProcess:
         try:
             proc = psutil.Process(popen.pid)
             record = PidRecord(
-                pid=popen.pid, create_time=proc.create_time(), name=proc.name(), argv=self.argv
+                pid=popen.pid,
+                create_time=proc.create_time(),
+                name=proc.name(),
+                argv=self.argv,
+                started_after_boot=started_after_boot(popen.pid),
             )
         except psutil.NoSuchProcess:
             popen.wait()
@@ -151,7 +181,13 @@ class ManagedProcess:
         restart``); False when no such process runs."""
         try:
             proc = psutil.Process(pid)
-            record = PidRecord(pid=pid, create_time=proc.create_time(), name=proc.name(), argv=self.argv)
+            record = PidRecord(
+                pid=pid,
+                create_time=proc.create_time(),
+                name=proc.name(),
+                argv=self.argv,
+                started_after_boot=started_after_boot(pid),
+            )
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ rebalances and a stuck batch, is in tests/integration/test_worker_resilience.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from processor.worker import consumer as consumer_module
 from processor.worker.consumer import AppointmentsConsumer, KafkaRecord, _InFlight
 from processor.worker.metrics import WorkerMetrics
 from schemas.connections import KafkaConnection
@@ -189,3 +191,78 @@ def test_a_batch_whose_previous_one_failed_to_publish_neither_publishes_nor_comm
     assert log == []
     assert fake.commits == []
     assert consumer.committed == {}
+
+
+class _Message:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def error(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return b"{}"
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class _PollingConsumer(FakeConsumer):
+    """Hands out one message on the third poll, then nothing; logs each poll's wait (``consume`` never
+    has anything buffered)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self.fourth_poll = threading.Event()
+
+    def subscribe(self, topics: list[str], **_callbacks: Any) -> None: ...
+
+    def consume(self, _count: int, _timeout: float) -> list[Any]:
+        return []
+
+    def poll(self, timeout: float) -> Any:
+        self.waits.append(timeout)
+        if len(self.waits) >= 4:
+            self.fourth_poll.set()
+        return _Message(7) if len(self.waits) == 3 else None
+
+    def pause(self, _partitions: list[TopicPartition]) -> None: ...
+
+    def resume(self, _partitions: list[TopicPartition]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def test_an_idle_consumer_waits_long_and_one_with_a_batch_in_flight_only_the_batch_timeout() -> None:
+    fake = _PollingConsumer()
+    deleting = asyncio.Event()
+
+    class Stuck(_Handler):
+        async def delete(self, batch: Any) -> Any:
+            deleting.set()
+            await asyncio.Event().wait()  # the batch stays in flight
+
+    async def scenario() -> None:
+        consumer = AppointmentsConsumer(
+            kafka=KafkaConnection(), group="g", topic=TOPIC, handler=Stuck(), metrics=WorkerMetrics(),
+            batch_timeout=0.005, consumer_factory=lambda _config: fake,
+        )  # fmt: skip
+        running = asyncio.create_task(consumer.run())
+        await asyncio.wait_for(deleting.wait(), timeout=10)
+        assert await asyncio.to_thread(fake.fourth_poll.wait, 10), f"polls: {fake.waits}"
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    asyncio.run(scenario())
+    idle = consumer_module.IDLE_WAIT
+    assert idle >= 0.05
+    assert fake.waits[:2] == [idle, idle], "an idle consumer woke every batch timeout"
+    assert fake.waits[3:4] == [0.005], "a batch in flight waited the idle wait for its commit"

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from slotguard.dev.errors import ServerStartError
-from slotguard.dev.procs import ManagedProcess, PidRecord, tail
+from slotguard.dev.procs import ManagedProcess, PidRecord, started_after_boot, tail
 
 # A child that waits for a signal: there is no condition a test could poll instead.
 PAUSE = [sys.executable, "-c", "import signal; signal.pause()"]
@@ -69,11 +69,44 @@ def test_a_pid_file_naming_another_process_is_not_signalled(
     managed = _managed(tmp_path, PAUSE)
     proc = psutil.Process(stranger.pid)
     # Same pid, but a different start time: the pid was "reused" by a process we did not start.
-    forged = PidRecord(pid=stranger.pid, create_time=proc.create_time() - 3600, name=proc.name(), argv=PAUSE)
+    forged = PidRecord(
+        pid=stranger.pid,
+        create_time=proc.create_time() - 3600,
+        name=proc.name(),
+        argv=PAUSE,
+        started_after_boot=started_after_boot(stranger.pid) - 3600,
+    )
     managed.pid_file.write_text(forged.model_dump_json())
     assert managed.running() is None
     assert managed.stop(timeout=1) is False
     assert stranger.poll() is None, "a foreign process was signalled"
+
+
+def test_a_pid_file_of_an_earlier_version_still_names_its_process(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    managed = _managed(tmp_path, PAUSE)
+    proc = psutil.Process(stranger.pid)
+    legacy = PidRecord(pid=stranger.pid, create_time=proc.create_time(), name=proc.name(), argv=PAUSE)
+    managed.pid_file.write_text(legacy.model_dump_json(exclude={"started_after_boot"}))
+    assert managed.running() is not None
+
+
+def test_a_server_is_still_ours_after_the_wall_clock_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    managed = _managed(tmp_path, PAUSE)
+    record = managed.start()
+    try:
+        # NTP nudged the clock across a second's boundary: /proc/stat's boot time, and so every
+        # create_time, is a second later than when the server was recorded.
+        boot = psutil.boot_time()
+        monkeypatch.setattr(psutil, "boot_time", lambda: boot + 1.0)
+        monkeypatch.setattr(psutil.Process, "create_time", lambda self: record.create_time + 1.0 + 1e-6)
+        assert managed.running() is not None, "a live server of ours was taken for a stranger"
+    finally:
+        monkeypatch.undo()
+        assert managed.stop(timeout=10)
 
 
 def test_a_missing_binary_is_a_start_error(tmp_path: Path) -> None:
