@@ -44,8 +44,12 @@ from slotguard.sim.checker import percentile
 COMPANY, BRANCH, SERVICE, EVENT_TYPE = 15, 1, 1, 123
 BASE = datetime(2045, 1, 2, 0, tzinfo=UTC)
 STAGES = ("commit_to_debezium", "debezium_to_kafka", "kafka_to_unlink")
-#: Reschedules and cancellations pick appointments whose last change is older than this: the worker's second
-#: delete of that change (SLOTGUARD_SECOND_DELETE_AFTER, 1.5 s) must not take the next change's sentinel.
+#: Reschedules and cancellations pick appointments whose last change's sentinel was seen gone at least this
+#: long ago: the worker's second delete of that change (SLOTGUARD_SECOND_DELETE_AFTER, 1.5 s after its first)
+#: must not take the next change's sentinel. Counted from the deletion, not from the commit: with seconds of
+#: pipeline lag (a cold stack at 2,000/s: p50 2.9 s) an appointment committed 3 s ago was often not deleted
+#: yet, and its deletion was then attributed to the next change's sentinel (143 of 20,000 "unobserved but
+#: gone" in one such warm-up).
 SETTLED_S = 3.0
 
 
@@ -176,8 +180,8 @@ class Load:
         self.samples: list[Sample] = []
         self.sentinels: dict[str, Sample] = {}
         self.by_appointment: dict[int, deque[Sample]] = defaultdict(deque)
-        #: (appointment id, hour index, when its last change committed)
-        self.live: list[tuple[int, int, float]] = []
+        #: (appointment id, hour index, the sample of its last change)
+        self.live: list[tuple[int, int, Sample]] = []
         self.next_hour = 0
         self.generated = False
         self.gone = 0
@@ -197,13 +201,15 @@ class Load:
         return self.next_hour
 
     def _settled(self) -> int | None:
-        """Index in ``live`` of an appointment whose last change is older than :data:`SETTLED_S`."""
+        """Index in ``live`` of an appointment whose last change's sentinel went at least :data:`SETTLED_S`
+        ago."""
         cutoff = time.time() - SETTLED_S
         for _ in range(8):
             if not self.live:
                 return None
             index = self.rng.randrange(len(self.live))
-            if self.live[index][2] < cutoff:
+            gone = self.live[index][2].gone_wall
+            if gone is not None and gone < cutoff:
                 return index
         return None
 
@@ -243,7 +249,7 @@ class Load:
         sample.commit_wall = time.time()
         self.by_appointment[appointment].append(sample)
         if change.hour >= 0:
-            self.live.append((appointment, change.hour, sample.commit_wall))
+            self.live.append((appointment, change.hour, sample))
 
     async def generate(self, rate: float, seconds: float, connections: int) -> float:
         """Commit changes at ``rate`` for ``seconds`` (open loop); returns the achieved rate.

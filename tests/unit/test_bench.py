@@ -207,3 +207,25 @@ def test_without_valgrind_the_instruction_count_says_why(monkeypatch: pytest.Mon
     """No valgrind: the part is not measured, and says so."""
     monkeypatch.setattr("shutil.which", lambda _name: None)
     assert instructions.measure(10) == {"not_measured": "valgrind is not installed"}
+
+
+def test_a_change_is_rescheduled_or_cancelled_only_once_its_last_sentinel_went_long_enough_ago() -> None:
+    """The next change of an appointment must not come while the worker may still delete its last change's
+    keys (a second delete follows the first): the wait counts from the observed deletion, so pipeline lag
+    cannot make a commit look settled."""
+    import time
+
+    from slotguard.bench import e2e
+
+    load = e2e.Load(
+        database_url="postgresql://x", redis_url="redis://x", kafka_options={}, topic="t",
+        config=core_config(default_settings()),
+    )  # fmt: skip
+    now = time.time()
+    long_ago = now - 10 * e2e.SETTLED_S
+    lagging = e2e.Sample("lagging", commit_wall=long_ago)  # committed long ago, not deleted yet
+    just_gone = e2e.Sample("just gone", commit_wall=long_ago, gone_wall=now - e2e.SETTLED_S / 2)
+    settled = e2e.Sample("settled", commit_wall=long_ago, gone_wall=now - 2 * e2e.SETTLED_S)
+    for sample, expected in ((lagging, None), (just_gone, None), (settled, 0)):
+        load.live = [(1, 1, sample)]
+        assert load._settled() == expected, sample.key
