@@ -3,9 +3,8 @@
 The pid file records the pid *and* the process's start time and name, so a stale file whose pid was reused
 by an unrelated process is recognised and that process is never signalled. The start time compared is
 counted from boot (:func:`started_after_boot`), not the wall-clock ``create_time``, which moves with the
-machine's clock. Servers run in their own session
-(process group), so ``dev up`` can exit while they keep running, and ``dev down`` can kill stragglers of the
-group after the leader is gone.
+machine's clock. Servers run in their own session (process group), so ``dev up`` can exit while they keep
+running, and ``dev down`` can kill stragglers of the group after the leader is gone.
 """
 
 from __future__ import annotations
@@ -46,11 +45,11 @@ def started_after_boot(pid: int) -> float:
     """Seconds from the machine's boot to the start of process ``pid``.
 
     psutil's ``create_time`` is this plus the boot time in ``/proc/stat``, which is whole seconds of wall
-    clock minus uptime: when NTP moves the clock across a second's boundary the boot time, and with it every
-    ``create_time``, moves by a second. A server's recorded start then no longer matched its own (a
-    difference of 1.0 plus float error against a 1 s tolerance): ``dev up`` took a live broker for a dead
-    one and started a second on a new port (CI at 09a302b left the first running). Read between two equal
-    boot times, so both terms come from the same one.
+    clock minus uptime: every adjustment of the wall clock moves it, and every ``create_time`` with it (4 s
+    within the first 40 minutes after a boot on the dev machine, as NTP caught up). A server's recorded
+    start then no longer matched its own past the 1 s tolerance: ``dev up`` took a live broker for a dead
+    one and started a second on a new port (CI at 09a302b left the first running), and ``dev down`` would
+    have left it running. Read between two equal boot times, so both terms come from the same one.
     """
     while True:
         boot = psutil.boot_time()

@@ -98,11 +98,11 @@ def test_a_server_is_still_ours_after_the_wall_clock_moved(
     managed = _managed(tmp_path, PAUSE)
     record = managed.start()
     try:
-        # NTP nudged the clock across a second's boundary: /proc/stat's boot time, and so every
-        # create_time, is a second later than when the server was recorded.
+        # NTP moved the wall clock on by 4 s (as measured after a boot): /proc/stat's boot time, and so
+        # every create_time, is 4 s later than when the server was recorded.
         boot = psutil.boot_time()
-        monkeypatch.setattr(psutil, "boot_time", lambda: boot + 1.0)
-        monkeypatch.setattr(psutil.Process, "create_time", lambda self: record.create_time + 1.0 + 1e-6)
+        monkeypatch.setattr(psutil, "boot_time", lambda: boot + 4.0)
+        monkeypatch.setattr(psutil.Process, "create_time", lambda self: record.create_time + 4.0)
         assert managed.running() is not None, "a live server of ours was taken for a stranger"
     finally:
         monkeypatch.undo()
