@@ -27,7 +27,7 @@ from slotguard.wiring import core_config
 if TYPE_CHECKING:
     from slotguard.bench.cpu import CpuMeter
     from slotguard.bench.e2e import E2EResult
-    from slotguard.dev.stack import DevStack
+    from slotguard.dev.stack import DevStack, StackInfo
 
 Progress = Callable[[str], None]
 
@@ -255,7 +255,7 @@ def _pipeline(
 
 
 def _measure_rate(
-    info: Any, rate: int, length: float, warmup: float, cpu: CpuMeter, progress: Progress
+    info: StackInfo, rate: int, length: float, warmup: float, cpu: CpuMeter, progress: Progress
 ) -> E2EResult:
     """One e2e rate on the running stack ``info`` describes: warm-up, then the measured run."""
     from slotguard.bench.e2e import Load, measure

@@ -46,10 +46,11 @@ def started_after_boot(pid: int) -> float:
 
     psutil's ``create_time`` is this plus the boot time in ``/proc/stat``, which is whole seconds of wall
     clock minus uptime: every adjustment of the wall clock moves it, and every ``create_time`` with it (4 s
-    within the first 40 minutes after a boot on the dev machine, as NTP caught up). A server's recorded
-    start then no longer matched its own past the 1 s tolerance: ``dev up`` took a live broker for a dead
-    one and started a second on a new port (CI at 09a302b left the first running), and ``dev down`` would
-    have left it running. Read between two equal boot times, so both terms come from the same one.
+    within the first 40 minutes after a boot on the dev machine; what adjusted the clock was not found). A
+    server's recorded start then no longer matched its own past the 1 s tolerance: ``dev up`` took a live
+    broker for a dead one and started a second on a new port (CI at 09a302b left the first running), and
+    ``dev down`` would have left it running. Read between two equal boot times, so both terms come from the
+    same one.
     """
     while True:
         boot = psutil.boot_time()

@@ -98,7 +98,7 @@ def test_a_server_is_still_ours_after_the_wall_clock_moved(
     managed = _managed(tmp_path, PAUSE)
     record = managed.start()
     try:
-        # NTP moved the wall clock on by 4 s (as measured after a boot): /proc/stat's boot time, and so
+        # The wall clock was moved on by 4 s (as measured after a boot): /proc/stat's boot time, and so
         # every create_time, is 4 s later than when the server was recorded.
         boot = psutil.boot_time()
         monkeypatch.setattr(psutil, "boot_time", lambda: boot + 4.0)
