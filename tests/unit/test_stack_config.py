@@ -40,6 +40,14 @@ def test_dev_env_values_configure_settings_for_the_tansu_broker(monkeypatch: pyt
     assert settings.kafka_bootstrap == "127.0.0.1:6666"
 
 
+def test_the_dev_env_shown_in_the_stack_docs_names_exactly_what_dev_up_writes() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "stack.md").read_text(encoding="utf-8")
+    shown = {
+        line.split("=", 1)[0] for line in docs.splitlines() if line.startswith("SLOTGUARD_") and "=" in line
+    }
+    assert shown == set(INFO.env()), f"docs/stack.md's dev.env differs: {sorted(shown ^ set(INFO.env()))}"
+
+
 def test_dev_env_file_is_sourceable_key_value_lines(tmp_path: Path) -> None:
     path = DevStack(tmp_path).write_env(INFO)
     lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
