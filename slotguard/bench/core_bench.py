@@ -15,6 +15,7 @@ import orjson
 from processor.core.config import CoreConfig
 from processor.core.derive import process_change, reference_outcome
 from processor.core.resolver import InMemoryResolver, ServiceInfo
+from slotguard.bench.errors import BenchError
 from slotguard.bench.workload import SERVICE_MAP, changes
 
 
@@ -100,7 +101,7 @@ def measure_quietly(n: int, timeout: float = 900.0) -> CorePart:
     )
     if done.returncode != 0:
         last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the core part exited with {done.returncode}: {last}")
+        raise BenchError(f"the core part exited with {done.returncode}: {last}")
     figures = orjson.loads(done.stdout)
     return CorePart(CoreRates(**figures["rates"]), figures["reference"])
 

@@ -21,6 +21,7 @@ import psutil
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from slotguard.bench.errors import BenchError
 from slotguard.bench.workload import Change, services_changes
 from slotguard.operate.kafka_group import committed_and_end_offsets
 from slotguard.settings import Settings, child_environment
@@ -84,9 +85,9 @@ def drain(
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{command[-1]} exited with {proc.returncode} during the drain; see {log}")
+                raise BenchError(f"{command[-1]} exited with {proc.returncode} during the drain; see {log}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"drain did not finish in {timeout:.0f}s; see {log}")
+                raise BenchError(f"drain did not finish in {timeout:.0f}s; see {log}")
             committed, _ = asyncio.run(
                 committed_and_end_offsets(options, settings.consumer_group, settings.appointments_topic)
             )

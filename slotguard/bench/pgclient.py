@@ -16,8 +16,10 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from slotguard.bench.errors import BenchError
 
-class PgClientError(RuntimeError):
+
+class PgClientError(BenchError):
     """A statement failed, or the connection did."""
 
 

@@ -19,6 +19,7 @@ import orjson
 from slotguard.bench import instructions
 from slotguard.bench.core_bench import measure_quietly
 from slotguard.bench.drain import DrainResult, drain, naive_command, prefill, worker_command
+from slotguard.bench.errors import BenchError
 from slotguard.bench.workload import changes
 from slotguard.fastpath_build import INTERPRETED, fast_path_build
 from slotguard.settings import Settings
@@ -116,7 +117,13 @@ def run(
             "backlog": 1_000_000,
         }
     )
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # before minutes of measuring: a result that cannot be written is a bench that cannot run
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".slotguard-bench-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BenchError(f"cannot write the results to {out}: {exc.strerror or exc}") from None
     results: dict[str, Any] = {
         "machine": machine(),
         "commit": commit(),

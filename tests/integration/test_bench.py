@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
+from slotguard.bench.drain import drain
+from slotguard.bench.errors import BenchError
 from slotguard.bench.run import run
 
 pytestmark = pytest.mark.integration
@@ -68,3 +72,12 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     assert (tmp_path / "drain.png").stat().st_size > 0
     assert (tmp_path / "e2e_cdf.png").stat().st_size > 0
     assert any("draining" in line for line in lines)
+
+
+def test_a_drain_whose_consumer_exits_is_one_error_naming_the_exit_and_its_log(
+    dev_stack: Any, tmp_path: Path, unique_name: Any
+) -> None:
+    settings = dev_stack.settings(consumer_group=unique_name("drain"))
+    log = tmp_path / "gone.log"
+    with pytest.raises(BenchError, match=rf"exited with 3 during the drain; see {log}$"):
+        drain([sys.executable, "-c", "raise SystemExit(3)"], settings, total=10, log=log, timeout=60)

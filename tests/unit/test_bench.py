@@ -10,8 +10,10 @@ import pytest
 
 from slotguard.bench import instructions
 from slotguard.bench.core_bench import core_rates, measure_quietly, reference_rate
+from slotguard.bench.errors import BenchError
 from slotguard.bench.run import report
 from slotguard.bench.workload import changes
+from slotguard.cli import main
 from slotguard.settings import default_settings
 from slotguard.wiring import core_config
 
@@ -48,8 +50,19 @@ def test_the_core_part_is_measured_in_a_process_of_its_own(monkeypatch: pytest.M
     assert part.rates.orjson_loads > 0
     assert part.reference > 0
     monkeypatch.setenv("SLOTGUARD_KEY_TIMEZONE", "Nowhere/Atlantis")  # the child's settings refuse it
-    with pytest.raises(RuntimeError, match=r"the core part exited with 1: .*Atlantis"):
+    with pytest.raises(BenchError, match=r"the core part exited with 1: .*Atlantis"):
         measure_quietly(200)
+
+
+def test_an_output_directory_that_cannot_be_written_is_one_error_line_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("not a directory")
+    assert main(["bench", "--quick", "--out", str(taken / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"slotguard bench: error: cannot write the results to {taken / 'out'}: "), err
+    assert len(err.splitlines()) == 1, err
 
 
 def test_the_report_names_the_machine_and_every_figure() -> None:
