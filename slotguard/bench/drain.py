@@ -68,15 +68,33 @@ async def prefill(
 
 
 def drain(
-    command: Sequence[str], settings: Settings, total: int, log: Path, timeout: float = 1800.0
+    command: Sequence[str],
+    settings: Settings,
+    total: int,
+    log: Path,
+    timeout: float = 1800.0,
+    *,
+    processes: int = 1,
 ) -> DrainResult:
     """Run ``command`` (a consumer of ``settings.appointments_topic`` in ``settings.consumer_group``) until
-    the group committed ``total`` records; stop it; the rate with start-up excluded."""
-    env = child_environment(settings, os.environ)
+    the group committed ``total`` records; stop it; the rate with start-up excluded.
+
+    ``processes`` > 1 starts that many copies in the same group (the partitions split between them; each
+    its own web port and log, ``log`` with ``.<n>`` before its suffix): the scale-out a second core allows.
+    RSS is then the largest of them."""
+    from slotguard.dev.parts import free_port
+
     options = {"bootstrap_servers": settings.kafka_bootstrap}
-    with log.open("ab") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    watched = psutil.Process(proc.pid)
+    procs: list[subprocess.Popen[bytes]] = []
+    for n in range(processes):
+        own = settings if n == 0 else settings.model_copy(update={"web_port": free_port()})
+        with _log_of(log, n).open("ab") as out:
+            procs.append(
+                subprocess.Popen(
+                    command, env=child_environment(own, os.environ), stdout=out, stderr=subprocess.STDOUT
+                )
+            )
+    watched = [psutil.Process(p.pid) for p in procs]
     peak = rss = first_rss = 0.0
     progress: list[tuple[float, int]] = []
     start: float | None = None
@@ -84,8 +102,11 @@ def drain(
     deadline = time.monotonic() + timeout
     try:
         while True:
-            if proc.poll() is not None:
-                raise BenchError(f"{command[-1]} exited with {proc.returncode} during the drain; see {log}")
+            for n, proc in enumerate(procs):
+                if proc.poll() is not None:
+                    raise BenchError(
+                        f"{command[-1]} exited with {proc.returncode} during the drain; see {_log_of(log, n)}"
+                    )
             if time.monotonic() > deadline:
                 raise BenchError(f"drain did not finish in {timeout:.0f}s; see {log}")
             committed, _ = asyncio.run(
@@ -94,7 +115,7 @@ def drain(
             done = sum(o or 0 for o in committed.values())
             now = time.monotonic()
             with contextlib.suppress(psutil.Error):
-                rss = watched.memory_info().rss / 2**20
+                rss = max(w.memory_info().rss for w in watched) / 2**20
                 peak = max(peak, rss)
             if not done:
                 last_idle = now  # nothing committed yet: start-up, group join
@@ -110,11 +131,18 @@ def drain(
                     return DrainResult(total, seconds, total / seconds, peak, progress, first_rss, rss)
             time.sleep(SAMPLE_S)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _log_of(log: Path, n: int) -> Path:
+    """The log of the ``n``-th process of a drain: ``log`` for the first, ``name.<n>.log`` after it."""
+    return log if n == 0 else log.with_suffix(f".{n}{log.suffix}")
 
 
 def worker_command() -> list[str]:

@@ -41,6 +41,10 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     for key in ("events_per_s", "baseline_events_per_s", "rss_mb"):
         assert results["worker"][key] > 0
     assert len(results["worker"]["drain_rates"]) == 3  # three fresh workers, one topic
+    assert results["worker"]["scale_out"]["processes"] == 2
+    assert results["worker"]["scale_out"]["events_per_s"] > 0
+    assert (tmp_path / "workers2.log").exists()  # each process of the scale-out drain has its own log
+    assert (tmp_path / "workers2.1.log").exists()
     e2e = results["e2e"]["20"]
     assert e2e["changes"] == 40
     assert e2e["observed"] == 40, e2e  # every change's key seen gone

@@ -94,11 +94,13 @@ def test_the_report_names_the_machine_and_every_figure() -> None:
             "baseline_rss_mb": 80.0,
             "changes": 5,
             "baseline_changes": 5,
+            "scale_out": {"processes": 2, "events_per_s": 17, "ratio_to_one": 1.7, "rss_mb": 91.0},
         },
         "not_measured": ["e2e latency"],
     }
     text = report(orjson.loads(orjson.dumps(results)))
-    for needle in ("2 cores", "`abc`", "changes/s", "10.0×", "Not measured", "drain.png", "core 43,002"):
+    for needle in ("2 cores", "`abc`", "changes/s", "10.0×", "Not measured", "drain.png", "core 43,002",
+                   "2 worker processes in one group", "(1.7× one)"):  # fmt: skip
         assert needle in text
     results["core"]["instructions"] = {"not_measured": "valgrind is not installed"}  # type: ignore[index]
     assert "not measured: valgrind is not installed" in report(results)
