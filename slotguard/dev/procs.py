@@ -40,6 +40,18 @@ class PidRecord(BaseModel):
     #: Seconds from boot to the start (:func:`started_after_boot`); None in files of earlier versions.
     started_after_boot: float | None = None
 
+    @classmethod
+    def of(cls, pid: int, argv: list[str]) -> PidRecord:
+        """The record of the running process ``pid`` (raises psutil's errors when it is gone)."""
+        proc = psutil.Process(pid)
+        return cls(
+            pid=pid,
+            create_time=proc.create_time(),
+            name=proc.name(),
+            argv=argv,
+            started_after_boot=started_after_boot(pid),
+        )
+
 
 def started_after_boot(pid: int) -> float:
     """Seconds from the machine's boot to the start of process ``pid``.
@@ -160,14 +172,7 @@ class ManagedProcess:
                 raise ServerStartError(f"{self.name}: cannot run {self.argv[0]}: {exc.strerror}") from None
         _CHILDREN[popen.pid] = popen
         try:
-            proc = psutil.Process(popen.pid)
-            record = PidRecord(
-                pid=popen.pid,
-                create_time=proc.create_time(),
-                name=proc.name(),
-                argv=self.argv,
-                started_after_boot=started_after_boot(popen.pid),
-            )
+            record = PidRecord.of(popen.pid, self.argv)
         except psutil.NoSuchProcess:
             popen.wait()
             raise ServerStartError(
@@ -180,14 +185,7 @@ class ManagedProcess:
         """Record ``pid`` as this server's process (it was restarted by someone else, e.g. ``pg_ctl
         restart``); False when no such process runs."""
         try:
-            proc = psutil.Process(pid)
-            record = PidRecord(
-                pid=pid,
-                create_time=proc.create_time(),
-                name=proc.name(),
-                argv=self.argv,
-                started_after_boot=started_after_boot(pid),
-            )
+            record = PidRecord.of(pid, self.argv)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
