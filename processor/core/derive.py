@@ -221,7 +221,7 @@ def derive(read: ReadChange, config: CoreConfig, resolver: EventTypeResolver) ->
         return Outcome(op=read.op, source_ts_ms=read.source_ts_ms)
     warnings = list(cls.warnings)
     if cls.kind is Kind.NOTHING:
-        return Outcome(warnings=list(dict.fromkeys(warnings)), op=read.op, source_ts_ms=read.source_ts_ms)
+        return Outcome(warnings=tuple(dict.fromkeys(warnings)), op=read.op, source_ts_ms=read.source_ts_ms)
     keys: set[str] = set()
     event_types: dict[str, str | None] = {}
     # The slots the change touches: the old one is freed (cancel, reschedule), the new one taken.
@@ -235,12 +235,12 @@ def derive(read: ReadChange, config: CoreConfig, resolver: EventTypeResolver) ->
     ordered = sorted(keys)
     prefix = config.redis_key_prefix
     return Outcome(
-        records=[EventRecord(event.type, event.appointment_id.encode(), event.to_json())]
+        records=(EventRecord(event.type, event.appointment_id.encode(), event.to_json()),)
         if event is not None
-        else [],
+        else (),
         keys=ordered,
         redis_keys=[prefix + k for k in ordered] if prefix else list(ordered),
-        warnings=list(dict.fromkeys(warnings)) if warnings else warnings,
+        warnings=tuple(dict.fromkeys(warnings)),
         unresolved_event_types=list(event_types.values()).count(None),
         op=read.op,
         source_ts_ms=read.source_ts_ms,

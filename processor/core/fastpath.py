@@ -469,10 +469,10 @@ class FastPath:
         ordered = keys if windows == 1 and self._splits else sorted(set(keys))
         prefix = self._prefix
         return Outcome(
-            [event],
+            (event,),
             ordered,
             [prefix + k for k in ordered] if prefix else ordered,
-            [],
+            (),
             0,
             op,
             ts_ms,

@@ -80,12 +80,17 @@ class EventRecord(msgspec.Struct, gc=False):
 class Outcome(msgspec.Struct, gc=False):
     """What one change yields. ``keys`` are sorted and unique; ``redis_keys`` are them with the prefix.
 
-    A struct for the same reason as :class:`EventRecord` (one per change, made in C)."""
+    A struct for the same reason as :class:`EventRecord` (one per change, made in C). ``records`` and
+    ``warnings`` are tuples, empty by default: the worker keeps a batch's outcomes until the batch is
+    published, and every list it keeps is walked by each young collection of the cycle collector and
+    moved to an older generation, while a tuple of untracked members (these) is dropped from the
+    collector's lists at the first collection, and the empty tuple is one shared object.
+    (``docs/worker.md``: the tracked objects a batch keeps and what they cost a drain.)"""
 
-    records: list[EventRecord] = msgspec.field(default_factory=list)
+    records: tuple[EventRecord, ...] = ()
     keys: list[str] = msgspec.field(default_factory=list)
     redis_keys: list[str] = msgspec.field(default_factory=list)
-    warnings: list[str] = msgspec.field(default_factory=list)
+    warnings: tuple[str, ...] = ()
     #: How many of the change's windows (old, new) had no resolvable event type -- for metrics, so
     #: callers need not parse warning text.
     unresolved_event_types: int = 0

@@ -10,9 +10,9 @@ docs/worker.md). This consumer keeps the commit rules simple enough to state and
 1. a batch is what is fetched (records of each partition in offset order), handed whole to the
    :class:`~processor.worker.handler.BatchHandler`: ``prepare`` derives it, ``delete`` returns once Redis
    acknowledged its UNLINK, ``publish`` once Kafka acknowledged its events and dead letters. Three batches
-   overlap -- one being prepared, one deleting, one publishing --, but each stage takes the batches in
-   order: a batch deletes after the previous one deleted, publishes after the previous one published, and
-   commits after the previous one committed;
+   overlap -- one being prepared, one deleting, one publishing -- while the next is being fetched, but
+   each stage takes the batches in order: a batch deletes after the previous one deleted, publishes
+   after the previous one published, and commits after the previous one committed;
 2. only then is each partition's next offset (last record + 1) committed -- never past a record that was
    not fully handled, since a batch is handled completely or not at all;
 3. commits go only to partitions still assigned; on revocation whatever is done but not yet committed is
@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 import confluent_kafka
+import msgspec
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from processor.worker.dlq import Record
@@ -105,15 +106,20 @@ class _InFlight:
         self.task: asyncio.Task[None] | None = None
 
 
-class KafkaRecord:
+class KafkaRecord(msgspec.Struct, gc=False):
     """A consumed record as the handler reads it (a :class:`~processor.worker.dlq.Record`): the value is
-    read once, the rest from librdkafka's message only when a dead letter or a log line needs it."""
+    read once, the rest from librdkafka's message only when a dead letter or a log line needs it.
 
-    __slots__ = ("_message", "value")
+    Made by :meth:`of`. A struct the cycle collector does not track (it refers only to the message,
+    which refers to nothing back): the worker holds one per change until its batch is committed, and a
+    tracked one was walked by every young collection meanwhile."""
 
-    def __init__(self, message: Any) -> None:
-        self._message = message
-        self.value: bytes | None = message.value()
+    _message: Any
+    value: bytes | None
+
+    @classmethod
+    def of(cls, message: Any) -> KafkaRecord:
+        return cls(message, message.value())
 
     @property
     def topic(self) -> str:
@@ -219,9 +225,13 @@ class AppointmentsConsumer:
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the consumer thread."""
+        return await self._submit(fn, *args)
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``fn`` on the consumer thread (calls run one at a time, in the order queued)."""
         assert self._loop is not None
         assert self._executor is not None
-        return await self._loop.run_in_executor(self._executor, fn, *args)
+        return self._loop.run_in_executor(self._executor, fn, *args)
 
     async def run(self) -> None:
         """Consume until cancelled; the consumer leaves the group on the way out.
@@ -232,13 +242,17 @@ class AppointmentsConsumer:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="slotguard-consumer")
         inflight: deque[_InFlight] = deque()
         consumer: Any = None
+        fetching: asyncio.Future[list[Any]] | None = None
         try:
             consumer = await self._call(self._open)
             self.running = True
             while True:
-                # Only a batch still completing needs the consumer thread back soon (for its commit).
-                wait = self._batch_timeout if inflight else IDLE_WAIT
-                messages = await self._call(self._fetch, consumer, wait)
+                if fetching is None:
+                    # Only a batch still completing needs the consumer thread back soon (for its commit).
+                    wait = self._batch_timeout if inflight else IDLE_WAIT
+                    fetching = self._submit(self._fetch, consumer, wait)
+                messages = await fetching
+                fetching = None
                 while inflight and _task(inflight[0]).done():
                     await _task(inflight.popleft())  # re-raises what the completion raised
                 if not messages:
@@ -251,10 +265,15 @@ class AppointmentsConsumer:
                     if message.error() is not None:
                         self._message_error(message.error())
                         continue
-                    records.append(KafkaRecord(message))
+                    records.append(KafkaRecord.of(message))
                     ends[(message.topic(), message.partition())] = message.offset() + 1
                 if not records:
                     continue
+                # The next fetch is queued on the consumer thread before this batch is derived, so it runs
+                # while the loop derives -- between the commits the completing batches queue there. Fetched
+                # only when the loop asked (after a batch was derived), a batch's records waited behind
+                # those commits' round trips: the loop was then idle ~17 % of a drain (docs/worker.md).
+                fetching = self._submit(self._fetch, consumer, self._batch_timeout)
                 prepared = await self._handler.prepare(records)
                 if len(inflight) >= 2:
                     await self._finish(consumer, _task(inflight.popleft()))
@@ -264,6 +283,9 @@ class AppointmentsConsumer:
                 inflight.append(batch)
         finally:
             self.running = False
+            if fetching is not None:
+                # Its records are not handled, so not committed: the partitions' next owner reads them.
+                fetching.cancel()
             try:
                 for batch in inflight:
                     # Not waited for: it may be retrying against a dead Redis; nothing of it is committed

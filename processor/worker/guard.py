@@ -328,4 +328,4 @@ class KeyspaceGuard:
                     pruned = time.monotonic()
         finally:
             self.covering_since = None
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()

@@ -204,7 +204,7 @@ class BatchHandler:
         for end in (*sorted(errors), len(outcomes)):
             await publisher.send_many(
                 self._events_topic,
-                [(e.key, e.value) for o in outcomes[begin:end] if o is not None for e in o.records],
+                [e for o in outcomes[begin:end] if o is not None for e in o.records],
             )
             if end < len(outcomes):
                 r = batch.records[end]

@@ -30,13 +30,24 @@ DELIVERY_TIMEOUT = 15.0
 ACK_POLL_INTERVAL = 0.001
 
 
+class Keyed(Protocol):
+    """A record to publish without headers: the core's :class:`~processor.core.outcome.EventRecord`."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
 class Publisher(Protocol):
     """Sends records; :meth:`flush` returns once every record sent so far is acknowledged."""
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None: ...
 
-    async def send_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        """Send ``(key, value)`` records without headers, in order (one await for all of them)."""
+    async def send_many(self, topic: str, records: Iterable[Keyed]) -> None:
+        """Send records without headers, in order (one await for all of them). The records themselves,
+        not ``(key, value)`` pairs: a pair per event was one more object per change for the cycle
+        collector to walk while the batch waited for its acknowledgements."""
         ...
 
     async def flush(self) -> None: ...
@@ -119,7 +130,7 @@ class KafkaPublisher:
                 raise PublishFailed(f"could not publish to {topic}: {_describe(exc)}") from None
         self._sent += 1
 
-    async def send_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    async def send_many(self, topic: str, records: Iterable[Keyed]) -> None:
         # The worker's events: one produce() call each and no await between them (an await per record
         # cost as much as the produce itself).
         producer = self._producer
@@ -128,10 +139,10 @@ class KafkaPublisher:
         produce = producer.produce
         sent = 0
         try:
-            for key, value in records:
+            for record in records:
                 while True:
                     try:
-                        produce(topic, value, key)
+                        produce(topic, record.value, record.key)
                         break
                     except BufferError:
                         await asyncio.to_thread(producer.poll, 0.1)  # queue full: make room

@@ -338,7 +338,7 @@ class Load:
                     self.gone += 1
                     self._check_done()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             await cache.aclose()
 
     async def topic_end(self) -> dict[int, int]:

@@ -49,7 +49,7 @@ def test_a_batch_of_chunks_unlinks_keys_and_leases_and_schedules_one_member_per_
     redis_client.set(keys[1] + LEASE_SUFFIX, "lease")
     now = [1000.0]
     invalidator = _invalidator(dev_stack, key_prefix, now)
-    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(invalidator.channel)
     existed = asyncio.run(_closing(invalidator, invalidator.unlink(keys)))
     assert existed == len(keys[::2]) + 1

@@ -141,7 +141,7 @@ def test_delete_with_only_the_primary_key_warns_with_the_fix() -> None:
 def test_other_updates_of_an_occupying_row_are_nothing(changes: dict[str, object]) -> None:
     """Notes, timestamps, customer fields, occupying -> occupying status: no event, no keys."""
     outcome = run(envelope("u", before=appointment(), after=appointment(**changes)))
-    assert (outcome.events, outcome.keys, outcome.warnings) == ([], [], [])
+    assert (outcome.events, outcome.keys, outcome.warnings) == ([], [], ())
 
 
 def test_update_between_non_occupying_states_is_nothing() -> None:
@@ -156,14 +156,14 @@ def test_update_between_non_occupying_states_is_nothing() -> None:
 def test_snapshot_reads_truncates_and_messages_are_nothing(op: str) -> None:
     """op r/t/m never yields events or keys."""
     outcome = run(envelope(op, after=appointment() if op == "r" else None))
-    assert (outcome.events, outcome.keys, outcome.warnings) == ([], [], [])
+    assert (outcome.events, outcome.keys, outcome.warnings) == ([], [], ())
 
 
 @pytest.mark.parametrize("value", [None, b"null", b" null "])
 def test_tombstones_are_nothing(value: bytes | None) -> None:
     """A null Kafka value (tombstone after a delete) is recognised, not an error."""
     outcome = run(value)
-    assert (outcome.events, outcome.keys, outcome.redis_keys, outcome.warnings) == ([], [], [], [])
+    assert (outcome.events, outcome.keys, outcome.redis_keys, outcome.warnings) == ([], [], [], ())
 
 
 def test_update_without_before_image_invalidates_the_new_window_and_names_the_fix() -> None:
@@ -199,11 +199,11 @@ def test_configured_statuses_replace_the_defaults() -> None:
     cfg = config(occupying_statuses="held", non_occupying_statuses="freed")
     outcome = run(envelope("u", before=appointment(status="held"), after=appointment(status="freed")), cfg)
     assert [e.type for e in outcome.events] == ["cancelled"]
-    assert outcome.warnings == []
+    assert outcome.warnings == ()
 
 
 def test_null_status_counts_as_occupying_without_warning() -> None:
     """Tables without a status column: every live row holds its slot."""
     outcome = run(envelope("c", after=appointment(status=None)))
     assert [e.type for e in outcome.events] == ["booked"]
-    assert outcome.warnings == []
+    assert outcome.warnings == ()

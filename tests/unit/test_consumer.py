@@ -66,7 +66,7 @@ def test_a_record_reads_its_value_once_and_the_rest_from_the_message() -> None:
     message = confluent_kafka.Message(
         topic=TOPIC, partition=3, offset=41, key=b"k", value=b"{}", headers=[("h", b"v")]
     )
-    record = KafkaRecord(message)
+    record = KafkaRecord.of(message)
     assert (record.topic, record.partition, record.offset, record.key, record.value) == (
         TOPIC,
         3,
@@ -266,3 +266,33 @@ def test_an_idle_consumer_waits_long_and_one_with_a_batch_in_flight_only_the_bat
     assert idle >= 0.05
     assert fake.waits[:2] == [idle, idle], "an idle consumer woke every batch timeout"
     assert fake.waits[3:4] == [0.005], "a batch in flight waited the idle wait for its commit"
+
+
+def test_the_next_batch_is_fetched_while_this_one_is_derived() -> None:
+    fake = _PollingConsumer()
+    fetched_meanwhile: list[bool] = []
+    derived = asyncio.Event()
+
+    class Deriving(_Handler):
+        async def prepare(self, records: Any) -> Any:
+            # Returns only once the consumer thread polled again -- or after 5 s, then recording False.
+            fetched_meanwhile.append(await asyncio.to_thread(fake.fourth_poll.wait, 5))
+            derived.set()
+
+        async def delete(self, batch: Any) -> Any:
+            await asyncio.Event().wait()  # the batch stays in flight
+
+    async def scenario() -> None:
+        consumer = AppointmentsConsumer(
+            kafka=KafkaConnection(), group="g", topic=TOPIC, handler=Deriving(), metrics=WorkerMetrics(),
+            batch_timeout=0.005, consumer_factory=lambda _config: fake,
+        )  # fmt: skip
+        running = asyncio.create_task(consumer.run())
+        await asyncio.wait_for(derived.wait(), timeout=10)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    asyncio.run(scenario())
+    assert fetched_meanwhile == [True], f"no fetch while the batch was derived; polls: {fake.waits}"
+    assert fake.waits[3] == 0.005, "the fetch behind a batch in flight waits only the batch timeout"

@@ -58,13 +58,13 @@ def test_rows_and_classifications_stay_frozen_dataclasses() -> None:
         cls.kind = Kind.NOTHING  # type: ignore[misc]
 
 
-def test_default_outcomes_do_not_share_lists() -> None:
-    """Every Outcome() gets its own empty lists, as with the declared default factories."""
+def test_default_outcomes_share_no_mutable_field() -> None:
+    """Every Outcome() gets its own key lists; its records and warnings are immutable tuples."""
     a, b = Outcome(), Outcome()
     assert a == b
-    assert a.records is not b.records
     assert a.keys is not b.keys
-    assert a.warnings is not b.warnings
+    assert a.redis_keys is not b.redis_keys
+    assert (a.records, a.warnings) == ((), ())
     assert Outcome.__struct_fields__[:4] == ("records", "keys", "redis_keys", "warnings")
 
 

@@ -50,7 +50,7 @@ def test_fixture_outcome(name: str) -> None:
     assert [e.type for e in outcome.events] == types
     assert len(outcome.keys) == key_count
     if warning is None:
-        assert outcome.warnings == []
+        assert outcome.warnings == ()
     else:
         assert any(warning in w for w in outcome.warnings)
 

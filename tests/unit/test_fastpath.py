@@ -354,4 +354,4 @@ def test_a_cancellation_whose_old_image_has_no_id_is_left_to_the_reference_path(
     raw = orjson.dumps(envelope("u", before=appointment(id=None), after=appointment(status="cancelled")))
     assert DEFAULT.fast.outcome(raw, resolver()) is None
     outcome = process_change(raw, DEFAULT, resolver())
-    assert (outcome.records, len(outcome.keys)) == ([], 3)
+    assert (outcome.records, len(outcome.keys)) == ((), 3)

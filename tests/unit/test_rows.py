@@ -81,7 +81,7 @@ def test_toast_placeholder_takes_the_before_images_value() -> None:
 def test_toast_placeholder_in_an_ignored_column_changes_nothing() -> None:
     """notes = placeholder is an unchanged column: no event, no keys."""
     outcome = run(envelope("u", before=appointment(), after=appointment(notes=TOAST_PLACEHOLDER)))
-    assert (outcome.events, outcome.keys, outcome.warnings) == ([], [], [])
+    assert (outcome.events, outcome.keys, outcome.warnings) == ([], [], ())
 
 
 def test_toast_placeholder_without_a_before_image_is_unknown() -> None:

@@ -19,6 +19,7 @@ from processor.worker.handler import BatchHandler
 from processor.worker.invalidator import RedisInvalidator
 from processor.worker.metrics import WorkerMetrics
 from processor.worker.policy import Backoff, FailurePolicy
+from processor.worker.publisher import Keyed
 from processor.worker.resolution import LayeredResolver, TtlCache
 from slotguard.settings import Settings
 from slotguard.wiring import core_config, worker_config
@@ -157,8 +158,8 @@ class _Publisher:
     ) -> None:
         self.sent.append((topic, key, value, list(headers)))
 
-    async def send_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        self.sent.extend((topic, key, value, []) for key, value in records)
+    async def send_many(self, topic: str, records: Iterable[Keyed]) -> None:
+        self.sent.extend((topic, r.key, r.value, []) for r in records)
 
     async def flush(self) -> None:
         if self.failures:
