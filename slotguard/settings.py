@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     redis_retry_max_backoff: float = Field(
         default=5.0, gt=0, description="Cap of the Redis retry backoff, seconds."
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="The worker's event loop: uvloop (libuv; drains ~15 % faster on 2 cores, docs/worker.md) or "
+        "the standard library's asyncio.",
+    )
     redis_ca_file: Path | None = Field(
         default=None, description="PEM CA bundle for a rediss:// (TLS) Redis URL."
     )

@@ -272,7 +272,7 @@ class AppointmentsConsumer:
                 # The next fetch is queued on the consumer thread before this batch is derived, so it runs
                 # while the loop derives -- between the commits the completing batches queue there. Fetched
                 # only when the loop asked (after a batch was derived), a batch's records waited behind
-                # those commits' round trips: the loop was then idle ~17 % of a drain (docs/worker.md).
+                # those commits' round trips: the loop then waited ~25 % of a drain for fetches (docs/worker.md).
                 fetching = self._submit(self._fetch, consumer, self._batch_timeout)
                 prepared = await self._handler.prepare(records)
                 if len(inflight) >= 2:
