@@ -78,6 +78,25 @@ class PreparedBatch:
         self.keys = keys
 
 
+def _without_tracebacks(error: InputError) -> InputError:
+    """``error`` with no traceback on it or the errors it came from (``__cause__``, ``__context__``).
+
+    A traceback holds the frames it passed, and through them ``prepare``'s frame, whose locals hold the
+    batch and the error itself: a cycle that kept the whole batch alive until the cycle collector's next
+    run (once a second in the worker, ``slotguard.commands.worker``). A dead letter needs only the error's
+    class and text."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        pending += (exc.__cause__, exc.__context__)
+    return error
+
+
 class BatchHandler:
     """Handles a batch of appointment change records; returns once everything it owes is acknowledged."""
 
@@ -136,13 +155,13 @@ class BatchHandler:
                 try:
                     reads[i] = read_change(records[i].value, config)
                 except InputError as exc:
-                    errors[i] = (exc, "?")
+                    errors[i] = (_without_tracebacks(exc), "?")
             await prefetch(reads.values(), config, resolver, self._policy)
             for i, read in reads.items():
                 try:
                     outcome = outcomes[i] = derive(read, config, resolver)
                 except InputError as exc:
-                    errors[i] = (exc, read.op or "tombstone")
+                    errors[i] = (_without_tracebacks(exc), read.op or "tombstone")
                 else:
                     keys += outcome.redis_keys
         return PreparedBatch(records, outcomes, errors, keys)

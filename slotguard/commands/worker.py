@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import threading
 
 from slotguard.commands import add_logging_options, logging_overrides
 from slotguard.fastpath_build import COMPILED, fast_path_build
@@ -18,25 +19,33 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
-#: Allocations between young collections (CPython's default: 700). A batch allocates a few objects per
-#: change that all die with the batch; at 700 the collector ran several times per batch and each older
-#: collection walked every module object of Faust, aiokafka and pydantic (in a handler microbenchmark with
-#: no I/O, freezing and a threshold of 50,000 took 19.7 → 16.2 µs per change). Not higher than this: each
-#: young collection stops the event loop, and at 50,000 they took up to 94 ms (a gc.callbacks probe at
-#: 2,000 changes/s) -- the worker's share of the e2e tail; at 5,000 at most 16 ms (older ones 23 ms), with
-#: drains no slower (4 interleaved rounds: 48,864/s vs 47,315/s at 50,000).
-GC_YOUNG_THRESHOLD = 5_000
+#: Seconds between two collections of the worker's cycle collector (automatic collection is off).
+#: With automatic collection the young generation was collected every 5,000 net allocations of container
+#: objects (700 is CPython's default), and a batch's changes keep several alive until the batch is committed (librdkafka's message, the keys list,
+#: the row images an event is made from): every collection walked them all again, and moved them to the
+#: older generations, which walked them once more. Almost nothing was garbage -- 30 objects in a 300,000-
+#: change drain --, yet the collector took 0.45-0.61 s of a ~5.5 s drain (155 collections, the longest 18-24
+#: ms; young threshold 5,000). One full collection a second walks what is alive once: 9-10 collections,
+#: 0.10-0.15 s, the longest 25-29 ms (gc.callbacks; docs/worker.md, sixth round). The interval bounds
+#: what cyclic garbage can pile up to what the worker allocates in a second; nothing on its hot path
+#: makes cycles (the dead letters' errors keep no traceback, :mod:`processor.worker.handler`).
+GC_INTERVAL_S = 1.0
 
 
-def tune_gc() -> None:
-    """Move everything built at start-up out of the collector's reach and collect the young less often.
-
-    Cycles are still collected (the older generations keep their defaults); only garbage that outlives
-    a batch waits a little longer. Memory is bounded by the batch size either way (bench: backlog RSS)."""
+def tune_gc(stop: threading.Event, interval: float = GC_INTERVAL_S) -> threading.Thread:
+    """Move everything built at start-up out of the collector's reach, turn automatic collection off and
+    collect on a daemon thread every ``interval`` seconds until ``stop`` is set; the thread."""
     gc.collect()
     gc.freeze()
-    _young, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    gc.disable()
+    thread = threading.Thread(target=_collect_every, args=(stop, interval), name="slotguard-gc", daemon=True)
+    thread.start()
+    return thread
+
+
+def _collect_every(stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        gc.collect()
 
 
 def use_event_loop(name: str) -> None:
@@ -80,9 +89,13 @@ def run(args: argparse.Namespace) -> int:
     # faust.Worker, not app.main(): main() would parse sys.argv as Faust's own CLI. The worker installs
     # SIGTERM/SIGINT handlers that stop the app cleanly (the consumer commits what was done).
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
-    tune_gc()
+    stop_collecting = threading.Event()
+    tune_gc(stop_collecting)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    finally:
+        stop_collecting.set()
+        gc.enable()
     return 0

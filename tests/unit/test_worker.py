@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -222,6 +224,31 @@ def test_a_batch_unlinks_once_publishes_events_and_dead_letters_bad_records() ->
     assert dict(dlq[3])["slotguard.error.class"] == b"UnsafeKeyPart"
     assert (result.changes, result.dead_lettered, result.events, result.total_keys) == (3, 1, 2, 3)
     assert metrics.commit_to_delete._sum.get() == pytest.approx(4.0)
+
+
+class _Records(list[SourceRecord]):
+    """A batch's records that a weak reference can watch."""
+
+
+def test_a_batch_with_dead_letters_is_freed_without_the_cycle_collector() -> None:
+    """The worker collects cycles only once a second: a dead letter's error must not tie its batch into one."""
+    processor = _handler(Settings(), _Invalidator(), _Publisher(), WorkerMetrics())
+    records = _Records(
+        [
+            SourceRecord("appts", 0, 0, b"x", b"{not json"),  # the reference path's read refuses it
+            SourceRecord("appts", 0, 1, b"y", _booked(3, company="15*")),  # its derive refuses it
+            SourceRecord("appts", 0, 2, b"1", _booked(1)),
+        ]
+    )
+    batch = weakref.ref(records)
+    gc.disable()
+    try:
+        result = asyncio.run(processor.handle(records))
+        del records
+        assert batch() is None
+    finally:
+        gc.enable()
+    assert result.dead_lettered == 2
 
 
 def test_a_notes_only_batch_touches_neither_redis_nor_kafka() -> None:
