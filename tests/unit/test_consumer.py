@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -240,6 +241,26 @@ class _PollingConsumer(FakeConsumer):
     def close(self) -> None: ...
 
 
+def _run_until(fake: _PollingConsumer, handler: _Handler, until: Callable[[], Awaitable[object]]) -> None:
+    """Run a consumer over ``fake`` with ``handler`` (batch timeout 5 ms) until ``until()`` returned, at
+    most 10 s; then cancel it."""
+
+    async def scenario() -> None:
+        consumer = AppointmentsConsumer(
+            kafka=KafkaConnection(), group="g", topic=TOPIC, handler=handler, metrics=WorkerMetrics(),
+            batch_timeout=0.005, consumer_factory=lambda _config: fake,
+        )  # fmt: skip
+        running = asyncio.create_task(consumer.run())
+        try:
+            await asyncio.wait_for(until(), timeout=10)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+    asyncio.run(scenario())
+
+
 def test_an_idle_consumer_waits_long_and_one_with_a_batch_in_flight_only_the_batch_timeout() -> None:
     fake = _PollingConsumer()
     deleting = asyncio.Event()
@@ -249,19 +270,11 @@ def test_an_idle_consumer_waits_long_and_one_with_a_batch_in_flight_only_the_bat
             deleting.set()
             await asyncio.Event().wait()  # the batch stays in flight
 
-    async def scenario() -> None:
-        consumer = AppointmentsConsumer(
-            kafka=KafkaConnection(), group="g", topic=TOPIC, handler=Stuck(), metrics=WorkerMetrics(),
-            batch_timeout=0.005, consumer_factory=lambda _config: fake,
-        )  # fmt: skip
-        running = asyncio.create_task(consumer.run())
-        await asyncio.wait_for(deleting.wait(), timeout=10)
+    async def four_polls() -> None:
+        await deleting.wait()
         assert await asyncio.to_thread(fake.fourth_poll.wait, 10), f"polls: {fake.waits}"
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
 
-    asyncio.run(scenario())
+    _run_until(fake, Stuck(), four_polls)
     idle = consumer_module.IDLE_WAIT
     assert idle >= 0.05
     assert fake.waits[:2] == [idle, idle], "an idle consumer woke every batch timeout"
@@ -282,17 +295,6 @@ def test_the_next_batch_is_fetched_while_this_one_is_derived() -> None:
         async def delete(self, batch: Any) -> Any:
             await asyncio.Event().wait()  # the batch stays in flight
 
-    async def scenario() -> None:
-        consumer = AppointmentsConsumer(
-            kafka=KafkaConnection(), group="g", topic=TOPIC, handler=Deriving(), metrics=WorkerMetrics(),
-            batch_timeout=0.005, consumer_factory=lambda _config: fake,
-        )  # fmt: skip
-        running = asyncio.create_task(consumer.run())
-        await asyncio.wait_for(derived.wait(), timeout=10)
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-
-    asyncio.run(scenario())
+    _run_until(fake, Deriving(), derived.wait)
     assert fetched_meanwhile == [True], f"no fetch while the batch was derived; polls: {fake.waits}"
     assert fake.waits[3] == 0.005, "the fetch behind a batch in flight waits only the batch timeout"
