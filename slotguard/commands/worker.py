@@ -20,15 +20,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 #: Seconds between two collections of the worker's cycle collector (automatic collection is off).
-#: With automatic collection the young generation was collected every 5,000 net allocations of container
-#: objects (700 is CPython's default), and a batch's changes keep several alive until the batch is committed (librdkafka's message, the keys list,
-#: the row images an event is made from): every collection walked them all again, and moved them to the
-#: older generations, which walked them once more. Almost nothing was garbage -- 30 objects in a 300,000-
-#: change drain --, yet the collector took 0.45-0.61 s of a ~5.5 s drain (155 collections, the longest 18-24
-#: ms; young threshold 5,000). One full collection a second walks what is alive once: 9-10 collections,
-#: 0.10-0.15 s, the longest 25-29 ms (gc.callbacks; docs/worker.md, sixth round). The interval bounds
-#: what cyclic garbage can pile up to what the worker allocates in a second; nothing on its hot path
-#: makes cycles (the dead letters' errors keep no traceback, :mod:`processor.worker.handler`).
+#: Automatic collection ran on the young generation every 5,000 net allocations of container objects (700
+#: is CPython's default), and a batch keeps several per change alive until it is committed (librdkafka's
+#: message, the keys list, the row images an event is made from): every collection walked them again and
+#: moved them to the older generations, which walked them once more. Almost nothing was garbage -- 30
+#: objects in a 300,000-change drain --, yet the collector took 0.45-0.61 s of a ~5.5 s drain (154-157
+#: collections, the longest 18-24 ms). One full collection a second walks what is alive once: 9-11
+#: collections, 0.10-0.19 s, the longest 25-39 ms (gc.callbacks; docs/worker.md, sixth round). The interval
+#: bounds the cyclic garbage that can pile up to what the worker allocates in a second; nothing on its hot
+#: path makes cycles (dead letters keep no traceback, :mod:`processor.worker.handler`).
 GC_INTERVAL_S = 1.0
 
 
