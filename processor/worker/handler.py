@@ -83,8 +83,8 @@ def _without_tracebacks(error: InputError) -> InputError:
 
     A traceback holds the frames it passed, and through them ``prepare``'s frame, whose locals hold the
     batch and the error itself: a cycle that kept the whole batch alive until the cycle collector's next
-    run (once a second in the worker, ``slotguard.commands.worker``). A dead letter needs only the error's
-    class and text."""
+    run (by the clock in the worker: up to ten seconds for a batch alive at a young collection,
+    ``slotguard.commands.worker``). A dead letter needs only the error's class and text."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
