@@ -26,12 +26,13 @@ def register(parser: argparse.ArgumentParser) -> None:
 #: message, the keys list, the row images an event is made from): every collection walked them again and
 #: moved them up, where the middle collections walked them once more. Almost nothing was garbage -- 30
 #: objects in a 300,000-change drain --, yet the collector took 0.45-0.61 s of a ~5.5 s drain (154-157
-#: collections, the longest 18-24 ms); by the clock it runs ~10 times a drain for 0.07-0.19 s
-#: (gc.callbacks; docs/worker.md, sixth round). Not a full collection every second: what lives on (the fast
-#: path's caches held ~40,000 tracked objects under a steady load of new windows until their entries became
-#: tuples) is walked then, 15-125 ms a second at 2,000 changes/s -- the e2e tail; by generation the young
-#: ones take 0.1-27 ms a second there, the full one 35.5 ms a minute. Cyclic garbage waits at most for its generation's turn (a minute for the oldest); nothing on the
-#: hot path makes cycles (dead letters keep no traceback, :mod:`processor.worker.handler`).
+#: collections, the longest 18-24 ms); by the clock ~10 times a drain for 0.07-0.19 s (two clock schedules
+#: measured; gc.callbacks, docs/worker.md, sixth round). Not a full collection every second: what lives on
+#: (the fast path's caches held ~40,000 tracked objects under a steady load of new windows until their
+#: entries became tuples) is walked then, 13-125 ms a second at 2,000 changes/s -- the e2e tail; by
+#: generation the young ones take 0.1-27 ms a second there, the full one 35.5 ms a minute. Cyclic garbage
+#: waits at most for its generation's turn (a minute for the oldest); nothing on the hot path makes cycles
+#: (dead letters keep no traceback, :mod:`processor.worker.handler`).
 GC_INTERVAL_S = 1.0
 GC_MIDDLE_EVERY = 10
 GC_FULL_EVERY = 60

@@ -131,7 +131,7 @@ def test_the_benchmark_mix_takes_the_fast_path_and_agrees_byte_for_byte(build: s
 @pytest.mark.parametrize("build", sorted(BUILDS))
 def test_cached_windows_leave_the_cycle_collector_once_it_has_seen_them_twice(build: str) -> None:
     """Under a stream of new windows the worker's collections walked ~40,000 cached objects, a list per
-    window, every second at 2,000 changes/s (15-125 ms each): a cached window holds only tuples."""
+    window, every second at 2,000 changes/s (13-125 ms each): a cached window holds only tuples."""
     cfg = BUILDS[build](DEFAULT)
     fast = cfg.fast
     assert fast is not None

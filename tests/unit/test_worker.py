@@ -231,7 +231,7 @@ class _Records(list[SourceRecord]):
 
 
 def test_a_batch_with_dead_letters_is_freed_without_the_cycle_collector() -> None:
-    """The worker collects cycles only once a second: a dead letter's error must not tie its batch into one."""
+    """The worker collects cycles by the clock: a dead letter's error must not tie its batch into one."""
     processor = _handler(Settings(), _Invalidator(), _Publisher(), WorkerMetrics())
     records = _Records(
         [
