@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -45,10 +44,13 @@ def test_the_relay_freezes_again_until_it_is_stopped(monkeypatch: pytest.MonkeyP
 def test_the_worker_turns_automatic_collection_off_and_collects_on_a_timer_until_stopped() -> None:
     """Automatic collections walked every change a batch keeps alive, many times over (docs/worker.md)."""
     collections: list[int] = []
+    enough = threading.Event()  # tune_gc's own full collection, then a full minute's worth of ticks
 
     def count(phase: str, info: dict[str, int]) -> None:
         if phase == "stop":
             collections.append(info["generation"])
+            if len(collections) >= 1 + worker.GC_FULL_EVERY:
+                enough.set()
 
     stop = threading.Event()
     gc.callbacks.append(count)
@@ -56,10 +58,7 @@ def test_the_worker_turns_automatic_collection_off_and_collects_on_a_timer_until
         thread = worker.tune_gc(stop, interval=0.001)
         assert not gc.isenabled()
         assert gc.get_freeze_count() > 0
-        deadline = time.monotonic() + 10
-        while len(collections) < 1 + worker.GC_FULL_EVERY:  # tune_gc's own full collection first
-            assert time.monotonic() < deadline, f"{len(collections)} timed collections in 10 s"
-            time.sleep(0.001)
+        assert enough.wait(10), f"{len(collections)} timed collections in 10 s"
         stop.set()
         thread.join(timeout=10)
         assert not thread.is_alive()
