@@ -13,7 +13,8 @@ to lower case.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any, Final
@@ -35,6 +36,10 @@ APPOINTMENT_FIELDS: Final = (
 SERVICE_FIELDS: Final = ("id", "company_id", "branch_id", "calcom_event_type_id")
 
 _NOTHING_UNAVAILABLE: Final[frozenset[str]] = frozenset()
+#: Longest id (any id column) and status read: both end up in keys or events, and a megabyte id would make
+#: an event Kafka refuses. A UUID is 36 characters; statuses are words.
+MAX_ID_CHARS: Final = 128
+MAX_STATUS_CHARS: Final = 64
 
 
 class RowError(ValueError):
@@ -55,11 +60,20 @@ def resolve_columns(fields: tuple[str, ...], mapping: Mapping[str, str]) -> dict
 
 def decode_id(field: str, value: object) -> str | None:
     """An id column: integer or string -> string; ``None`` stays ``None``."""
-    if value is None or isinstance(value, str):
+    if value is None:
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_ID_CHARS:
+            raise RowError(f"{field}: an id of {len(value)} characters (at most {MAX_ID_CHARS})")
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise RowError(f"{field}: expected an integer or string id, got {type(value).__name__}")
+
+
+def column_tokens(columns: Iterable[str]) -> tuple[bytes, ...]:
+    """Column names as a JSON writer writes them (``b'"company_id"'``), to count them in a raw value."""
+    return tuple(json.dumps(column, ensure_ascii=False).encode() for column in columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +112,7 @@ class ServiceRow:
 class AppointmentReader:
     """Reads :class:`AppointmentRow` from a row image; built once per configuration."""
 
-    __slots__ = ("_all_columns", "_columns", "_id_columns", "_status", "_time_columns", "_zone")
+    __slots__ = ("_all_columns", "_columns", "_id_columns", "_status", "_time_columns", "_zone", "tokens")
 
     def __init__(self, mapping: Mapping[str, str], naive_zone: tzinfo) -> None:
         self._columns = resolve_columns(APPOINTMENT_FIELDS, mapping)
@@ -108,6 +122,8 @@ class AppointmentReader:
         self._time_columns = tuple((f, c[f]) for f in ("starts_at", "ends_at", "deleted_at"))
         self._status = c["status"]
         self._all_columns = tuple(c.values())
+        #: The columns as JSON strings (``b'"company_id"'``): the core's duplicate-key check counts them.
+        self.tokens = column_tokens(self._all_columns)
 
     @property
     def columns(self) -> dict[str, str]:
@@ -125,7 +141,7 @@ class AppointmentReader:
             raw = get(column)
             if type(raw) is int:  # the usual bigint id
                 ids.append(str(raw))
-            elif raw is None or type(raw) is str:
+            elif raw is None or (type(raw) is str and len(raw) <= MAX_ID_CHARS):
                 if raw == TOAST_PLACEHOLDER:
                     unavailable = [*(unavailable or ()), field]
                     raw = None
@@ -150,6 +166,8 @@ class AppointmentReader:
         if status is not None:
             if type(status) is not str:
                 raise RowError(f"status: expected a string, got {type(status).__name__}")
+            if len(status) > MAX_STATUS_CHARS:
+                raise RowError(f"status: {len(status)} characters (at most {MAX_STATUS_CHARS})")
             if status == TOAST_PLACEHOLDER:
                 unavailable = [*(unavailable or ()), "status"]
                 status = None

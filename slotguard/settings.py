@@ -158,6 +158,18 @@ class Settings(BaseSettings):
     redis_retry_max_backoff: float = Field(
         default=5.0, gt=0, description="Cap of the Redis retry backoff, seconds."
     )
+    crash_loop_after: int = Field(
+        default=3,
+        ge=1,
+        description="Deaths of the worker on the same record (a crash no exception handler sees: a segfault, the "
+        "OOM killer) after which its next start dead-letters that record instead of handling it again.",
+    )
+    max_record_bytes: int = Field(
+        default=1_000_000,
+        ge=10_000,
+        description="Largest record the worker produces (Kafka's default max.message.bytes): a dead letter that "
+        "would be larger goes out truncated, with its original size and SHA-256 in headers.",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop",
         description="The worker's event loop: uvloop (libuv; drains ~15 % faster on 2 cores, docs/worker.md) or "

@@ -59,6 +59,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         services_topic=settings.services_topic,
         events_topic=settings.events_topic,
         dlq_topic=settings.dlq_topic,
+        crash_loop_after=settings.crash_loop_after,
+        max_record_bytes=settings.max_record_bytes,
         database_url=settings.database_url,
         db_schema=settings.db_schema,
         services_table=settings.services_table,

@@ -6,6 +6,7 @@ Both ``JsonConverter`` layouts are accepted: the bare envelope (``schemas.enable
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,39 @@ def load_json(value: bytes | str | None) -> Any:
         return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise MalformedChange(f"not JSON: {exc}") from None
+
+
+def may_repeat_keys(value: bytes | str, tokens: tuple[bytes, ...], images: int) -> bool:
+    """Whether a row image of ``value`` may name a column twice (cheap; :func:`reject_duplicate_keys` is
+    the exact check). A column's name stands once per row image in a bare envelope; more often, or any
+    ``\\u`` escape (which can spell a name without its letters), and the exact check decides."""
+    raw = value.encode() if isinstance(value, str) else value
+    if b"\\u" in raw:
+        return True
+    return any(raw.count(token) > images for token in tokens)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise MalformedChange(
+            f"not a Debezium change event: the key {repeated[:64]!r} stands twice in one object"
+        )
+    return out
+
+
+def reject_duplicate_keys(value: bytes | str) -> None:
+    """Raise :class:`MalformedChange` when an object of ``value`` has a key twice: parsers disagree on
+    which one counts (orjson and msgspec keep the last, others the first), so a tenant id could be read
+    two ways. Slow (the standard library's parser); only for values :func:`may_repeat_keys` flags."""
+    try:
+        json.loads(value, object_pairs_hook=_unique_pairs)
+    except RecursionError:
+        raise MalformedChange("not JSON: nested too deep") from None
+    except ValueError as exc:  # orjson accepted it; the standard library is stricter on nothing we need
+        raise MalformedChange(f"not JSON: {str(exc).splitlines()[0][:200]}") from None
 
 
 def decode_envelope(value: bytes | str | None) -> DecodedEnvelope | None:

@@ -36,11 +36,13 @@ import msgspec.structs
 import orjson
 
 from processor.core.classify import StatusPolicy
+from processor.core.decode import may_repeat_keys
 from processor.core.errors import UnsafeKeyPart
 from processor.core.faststructs import (
     UNSET,
     BookedJson,
     CancelledJson,
+    Int,
     RescheduledJson,
     Source,
     SourceJson,
@@ -51,13 +53,14 @@ from processor.core.keys import KeyTemplate, TenantGuard
 from processor.core.outcome import EventRecord, Outcome, lsn_event_id
 from processor.core.resolver import EventTypeResolver
 from processor.core.window import HourWindow
-from schemas.rows import APPOINTMENT_FIELDS
+from schemas.rows import APPOINTMENT_FIELDS, MAX_ID_CHARS, MAX_STATUS_CHARS, column_tokens
 from schemas.temporal import TOAST_PLACEHOLDER, TemporalError, decode_instant
 
 _CACHE_LIMIT: Final = 1 << 16
 #: Longest window (in hour buckets) the fast path renders; longer ones go to the reference path.
 _MAX_FAST_BUCKETS: Final = 26
-_ID_TYPE = int | str | None
+_INT = Int
+_ID_TYPE = _INT | str | None
 
 
 #: A struct's fields as a tuple, in one C call: compiled code reads a struct's attribute through the generic
@@ -73,10 +76,10 @@ def _row_struct(columns: Mapping[str, str]) -> type[msgspec.Struct]:
         "company_id": _ID_TYPE,
         "branch_id": _ID_TYPE,
         "service_id": _ID_TYPE,
-        "starts_at": int | str | None,
-        "ends_at": int | str | None,
+        "starts_at": _INT | str | None,
+        "ends_at": _INT | str | None,
         "status": str | None,
-        "deleted_at": int | str | None,
+        "deleted_at": _INT | str | None,
     }
     return msgspec.defstruct(
         "Row",
@@ -93,7 +96,7 @@ def _envelope_struct(row: type[msgspec.Struct]) -> type[msgspec.Struct]:
             ("op", Literal["c", "u", "d", "r", "t", "m"]),
             ("before", row | None, None),
             ("after", row | None, None),
-            ("ts_ms", int | None, None),
+            ("ts_ms", _INT | None, None),
             ("source", Source | None, None),
             ("transaction", Transaction | None, None),
             # A bare envelope that also has both keys is read as a wrapped one by the reference.
@@ -182,6 +185,7 @@ class FastPath:
         #: (company, branch, event type) -> the key head, for tenants whose parts passed the guard.
         self._heads: dict[tuple[str, str | None, str], str] = {}
         self._splits = template.splits
+        self._tokens = column_tokens(columns.values())
 
     @classmethod
     def compile(cls, **parts: Any) -> FastPath | None:
@@ -217,7 +221,7 @@ class FastPath:
             if raw is None:  # cached too: a null status must not miss (and raise) on every change
                 self._status_cache[None] = cached = (None, True)
                 return cached
-            if raw == TOAST_PLACEHOLDER:
+            if raw == TOAST_PLACEHOLDER or len(raw) > MAX_STATUS_CHARS:
                 raise _Fallback
             status = raw.strip().lower()
             policy = self._statuses
@@ -238,7 +242,7 @@ class FastPath:
         row = _Row()
         # In APPOINTMENT_FIELDS' order (the row struct's).
         raw, company, branch, service, starts_at, ends_at, status, deleted_at = _astuple(image)
-        if raw == TOAST_PLACEHOLDER:
+        if raw == TOAST_PLACEHOLDER or (type(raw) is str and len(raw) > MAX_ID_CHARS):
             raise _Fallback
         row.id = str(raw) if type(raw) is int else raw
         # Subscripts, not .get(): a hit (nearly every lookup) is then one specialised instruction instead
@@ -264,6 +268,8 @@ class FastPath:
 
     def _ids_of(self, tenant: tuple[object, object, object]) -> tuple[str | None, str | None, str | None]:
         if TOAST_PLACEHOLDER in tenant:
+            raise _Fallback
+        if any(type(v) is str and len(v) > MAX_ID_CHARS for v in tenant):
             raise _Fallback
         ids = tuple(str(v) if type(v) is int else v for v in tenant)
         if len(self._ids) >= _CACHE_LIMIT:
@@ -358,10 +364,13 @@ class FastPath:
                 return None
         try:
             env: Any = self._decode(value)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
+            # RecursionError: msgspec skips an unread column by recursing, as deep as it nests.
             return None
         # In _envelope_struct's field order.
         op, before_image, after_image, env_ts_ms, src, _, wrapped_schema, wrapped_payload = _astuple(env)
+        if may_repeat_keys(value, self._tokens, (before_image is not None) + (after_image is not None)):
+            return None  # a column named twice: the reference path checks exactly
         if wrapped_schema is not UNSET and wrapped_payload is not UNSET:
             return None
         ts_ms = src.ts_ms if src is not None and src.ts_ms is not None else env_ts_ms

@@ -8,11 +8,14 @@ by defining them in Python.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
 UNSET: Final = msgspec.UNSET
+#: A signed 64-bit integer: orjson (the reference path) refuses numbers beyond 64 bits, so here they
+#: fail to decode and the reference path decides (msgspec cannot bound past int64).
+Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class Source(msgspec.Struct, gc=False):
@@ -22,13 +25,13 @@ class Source(msgspec.Struct, gc=False):
     version: str | None = None
     connector: str | None = None
     name: str | None = None
-    ts_ms: int | None = None
+    ts_ms: Int | None = None
     snapshot: str | bool | None = None
     db: str | None = None
     schema: str | None = None
     table: str | None = None
-    lsn: int | None = None
-    txId: int | None = None
+    lsn: Int | None = None
+    txId: Int | None = None
     sequence: str | None = None
     # The pydantic model also accepts its field names; their presence sends the change to the reference.
     tx_id: Any = UNSET
@@ -37,8 +40,8 @@ class Source(msgspec.Struct, gc=False):
 
 class Transaction(msgspec.Struct, gc=False):
     id: str
-    total_order: int | None = None
-    data_collection_order: int | None = None
+    total_order: Int | None = None
+    data_collection_order: Int | None = None
 
 
 # --- events: the same bytes as the models' to_json (field order as declared) ----------------------------

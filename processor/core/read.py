@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processor.core.classify import Classification, Kind, classify
+from processor.core.classify import REPLICA_IDENTITY_FIX, Classification, Kind, classify
 from processor.core.config import CoreConfig
-from processor.core.decode import DecodedEnvelope, decode_envelope
+from processor.core.decode import DecodedEnvelope, decode_envelope, may_repeat_keys, reject_duplicate_keys
 from processor.core.errors import MalformedChange
 from schemas.envelope import ChangeEnvelope
 from schemas.rows import AppointmentRow, RowError
@@ -79,6 +79,18 @@ def read_change(value: bytes | str | None, config: CoreConfig) -> ReadChange:
     ts_ms = env.source.ts_ms if env.source is not None and env.source.ts_ms is not None else env.ts_ms
     if env.op not in ("c", "u", "d"):
         return ReadChange(env.op, ts_ms)
+    # Debezium always writes the image an op is about (a delete's before: at least the key columns).
+    missing = "before" if env.op == "d" and env.before is None else None
+    if env.op != "d" and env.after is None:
+        missing = "after"
+    if missing == "before":
+        fix = REPLICA_IDENTITY_FIX.format(table=config.appointments_table)
+        raise MalformedChange(f"a delete without its before image (REPLICA IDENTITY NOTHING?); fix: {fix}")
+    if missing is not None:
+        raise MalformedChange(f"op {env.op!r} without its after image")
+    images = (env.before is not None) + (env.after is not None)
+    if may_repeat_keys(value, config.appointments.tokens, images) if value is not None else False:
+        reject_duplicate_keys(value)  # type: ignore[arg-type]
     if (
         env.op == "u"
         and env.before is not None

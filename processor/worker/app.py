@@ -24,6 +24,7 @@ from processor.core.config import CoreConfig
 from processor.core.resolver import InMemoryResolver
 from processor.worker.config import WorkerConfig
 from processor.worker.consumer import AppointmentsConsumer
+from processor.worker.crashloop import CrashJournal
 from processor.worker.errors import RedisUnavailable
 from processor.worker.guard import KeyspaceGuard
 from processor.worker.handler import BatchHandler
@@ -135,6 +136,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         config.kafka,
         enable_idempotence=config.enable_idempotence,
         client_id=f"{config.consumer_group}-publisher",
+        max_record_bytes=config.max_record_bytes,
     )
     feed = ServicesFeed(
         kafka=config.kafka, topic=config.services_topic, config=core, resolver=resolver, metrics=metrics
@@ -148,6 +150,13 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         metrics=metrics,
         events_topic=config.events_topic,
         dlq_topic=config.dlq_topic,
+        max_record_bytes=config.max_record_bytes,
+        journal=CrashJournal(
+            invalidator.client,
+            key_prefix=config.redis_key_prefix,
+            group=config.consumer_group,
+            after=config.crash_loop_after,
+        ),
     )
     consumer = AppointmentsConsumer(
         kafka=config.kafka,

@@ -22,6 +22,10 @@ class WorkerConfig:
     services_topic: str
     events_topic: str
     dlq_topic: str
+    #: Deaths on one record after which it is dead-lettered (processor/worker/crashloop.py).
+    crash_loop_after: int
+    #: Largest record produced; a larger dead letter is truncated (processor/worker/dlq.py).
+    max_record_bytes: int
     redis_ca_file: str | None = None
     database_url: SecretStr | None = None
     db_schema: str = "public"

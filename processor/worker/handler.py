@@ -10,10 +10,11 @@ is fetched once per batch; each is derived once. Failures follow :mod:`processor
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,9 +22,11 @@ from processor.core.config import CoreConfig
 from processor.core.derive import derive
 from processor.core.outcome import Outcome
 from processor.core.read import ReadChange, read_change
-from processor.worker.dlq import Record, dead_letter_headers
+from processor.worker.crashloop import CrashJournal, batch_marks
+from processor.worker.dlq import Record, dead_letter_headers, error_class, fit_dead_letter
+from processor.worker.errors import CrashLoop, RedisUnavailable
 from processor.worker.metrics import WorkerMetrics
-from processor.worker.policy import FailurePolicy
+from processor.worker.policy import FailurePolicy, record_error
 from processor.worker.publisher import Publisher
 from processor.worker.resolution import LayeredResolver, prefetch
 from schemas.errors import InputError
@@ -97,6 +100,13 @@ def _without_tracebacks(error: InputError) -> InputError:
     return error
 
 
+def _encode_events(outcome: Outcome) -> None:
+    """Make the events' bytes now, inside the record's boundary: the fast path defers them, and a value
+    that cannot be encoded must fail here, not while the batch is being published."""
+    for event in outcome.records:
+        event.value  # noqa: B018 -- made on first access
+
+
 class BatchHandler:
     """Handles a batch of appointment change records; returns once everything it owes is acknowledged."""
 
@@ -111,6 +121,8 @@ class BatchHandler:
         metrics: WorkerMetrics,
         events_topic: str,
         dlq_topic: str,
+        max_record_bytes: int,
+        journal: CrashJournal | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
@@ -121,6 +133,9 @@ class BatchHandler:
         self._metrics = metrics
         self._events_topic = events_topic
         self._dlq_topic = dlq_topic
+        self._journal = journal
+        self._journal_down = False
+        self._max_record_bytes = max_record_bytes
         self._clock = clock
 
     async def handle(self, records: Sequence[Record]) -> BatchResult:
@@ -130,41 +145,117 @@ class BatchHandler:
     async def prepare(self, records: Sequence[Record]) -> PreparedBatch:
         """Read and derive every change (Postgres lookups for the reference path's unknown services
         included); nothing is deleted or published yet, so the consumer may prepare the next batch while
-        the previous one is completing."""
+        the previous one is completing.
+
+        Whatever a record makes fail goes to the dead-letter topic (:func:`record_error`); with a crash
+        journal, the batch is marked in Redis meanwhile, and records the worker died on before are handled
+        one at a time (:mod:`processor.worker.crashloop`)."""
+        outcomes: list[Outcome | None] = [None] * len(records)
+        errors: dict[int, tuple[InputError, str]] = {}
+        journal = self._journal
+        if journal is None:
+            await self._derive(records, range(len(records)), outcomes, errors)
+        else:
+            if not journal.loaded:
+                await self._journal_call(journal.load)
+            marks = batch_marks(records)
+            if not journal.suspected(records):
+                await self._journal_call(functools.partial(journal.mark, marks))
+                await self._derive(records, range(len(records)), outcomes, errors)
+            else:
+                await self._derive_carefully(journal, records, outcomes, errors)
+            await self._journal_call(functools.partial(journal.unmark, marks))
+            journal.cleared(records)
+        keys: list[str] = []
+        for outcome in outcomes:
+            if outcome is not None:
+                keys += outcome.redis_keys
+        return PreparedBatch(records, outcomes, errors, keys)
+
+    async def _journal_call(self, call: Callable[[], Awaitable[None]]) -> None:
+        """One attempt at the crash journal. Without Redis the batch is derived unmarked rather than held
+        here: ``prepare`` runs in the consumer's loop, and a retry here would stop it serving the group
+        (a rebalance waited for Redis). The batch's delete waits for Redis anyway."""
+        try:
+            await call()
+        except RedisUnavailable as exc:
+            if not self._journal_down:
+                log.warning(
+                    "crash journal unavailable; batches go unmarked until Redis answers",
+                    extra={"error": str(exc)},
+                )
+            self._journal_down = True
+        else:
+            self._journal_down = False
+
+    async def _derive_carefully(
+        self,
+        journal: CrashJournal,
+        records: Sequence[Record],
+        outcomes: list[Outcome | None],
+        errors: dict[int, tuple[InputError, str]],
+    ) -> None:
+        """One record at a time, each marked alone: the worker died on one of these before."""
+        for i, record in enumerate(records):
+            deaths = journal.deaths(record)
+            if deaths >= journal.after:
+                errors[i] = (CrashLoop(deaths), "?")
+                self._metrics.crash_loops.inc()
+                log.error(
+                    "a record crashed the worker %d times in a row: dead-lettered, not handled",
+                    deaths,
+                    extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+                )
+                continue
+            mark = {(record.topic, record.partition): (record.offset, record.offset, deaths)}
+            await self._journal_call(functools.partial(journal.mark, mark))
+            await self._derive(records, (i,), outcomes, errors)
+
+    async def _derive(
+        self,
+        records: Sequence[Record],
+        indices: Sequence[int],
+        outcomes: list[Outcome | None],
+        errors: dict[int, tuple[InputError, str]],
+    ) -> None:
+        """Derive ``records[i]`` for each of ``indices`` into ``outcomes[i]``, or ``errors[i]``."""
         config = self._config
         resolver = self._resolver
         fast = config.fast.outcome if config.fast is not None else None
-        outcomes: list[Outcome | None] = []
-        keys: list[str] = []
         # The fast path takes the common change whole; the rest is read, prefetched for and derived by the
         # reference path (processor.core.fastpath says which is which).
         slow: list[int] = []
-        for i, record in enumerate(records):
-            if i and not i % YIELD_EVERY:
+        for n, i in enumerate(indices):
+            if n and not n % YIELD_EVERY:
                 await asyncio.sleep(0)
-            outcome = fast(record.value, resolver) if fast is not None else None
+            try:
+                outcome = fast(records[i].value, resolver) if fast is not None else None
+                if outcome is not None:
+                    _encode_events(outcome)
+            except Exception as exc:  # the boundary: whatever the record does (policy.record_error)
+                errors[i] = (_without_tracebacks(record_error(exc)), "?")
+                continue
             if outcome is None:
-                slow.append(len(outcomes))
+                slow.append(i)
             else:
-                keys += outcome.redis_keys
-            outcomes.append(outcome)
-        errors: dict[int, tuple[InputError, str]] = {}
-        if slow:
-            reads: dict[int, ReadChange] = {}
-            for i in slow:
-                try:
-                    reads[i] = read_change(records[i].value, config)
-                except InputError as exc:
-                    errors[i] = (_without_tracebacks(exc), "?")
-            await prefetch(reads.values(), config, resolver, self._policy)
-            for i, read in reads.items():
-                try:
-                    outcome = outcomes[i] = derive(read, config, resolver)
-                except InputError as exc:
-                    errors[i] = (_without_tracebacks(exc), read.op or "tombstone")
-                else:
-                    keys += outcome.redis_keys
-        return PreparedBatch(records, outcomes, errors, keys)
+                outcomes[i] = outcome
+        if not slow:
+            return
+        reads: dict[int, ReadChange] = {}
+        for i in slow:
+            try:
+                reads[i] = read_change(records[i].value, config)
+            except Exception as exc:
+                errors[i] = (_without_tracebacks(record_error(exc)), "?")
+        await prefetch(reads.values(), config, resolver, self._policy)
+        for i, read in reads.items():
+            try:
+                outcome = derive(read, config, resolver)
+                _encode_events(outcome)
+            except Exception as exc:
+                errors[i] = (_without_tracebacks(record_error(exc)), read.op or "tombstone")
+            else:
+                outcomes[i] = outcome
 
     async def complete(self, batch: PreparedBatch) -> BatchResult:
         """Delete the batch's keys, then publish its events and dead letters; returns once Redis and Kafka
@@ -227,7 +318,10 @@ class BatchHandler:
             )
             if end < len(outcomes):
                 r = batch.records[end]
-                await publisher.send(self._dlq_topic, r.key, r.value, dead_letter_headers(r, errors[end][0]))
+                key, value, headers = fit_dead_letter(
+                    r.key, r.value, dead_letter_headers(r, errors[end][0]), self._max_record_bytes
+                )
+                await publisher.send(self._dlq_topic, key, value, headers)
             begin = end + 1
         await publisher.flush()
 
@@ -245,12 +339,12 @@ class BatchHandler:
             record = batch.records[i]
             result.dead_lettered += 1
             by_outcome[(op, "dlq")] += 1
-            m.dlq.labels(error_class=type(error).__name__).inc()
+            m.dlq.labels(error_class=error_class(error)).inc()
             log.warning(
                 "change dead-lettered",
                 extra={
                     "error": str(error),
-                    "error_class": type(error).__name__,
+                    "error_class": error_class(error),
                     "topic": record.topic,
                     "partition": record.partition,
                     "offset": record.offset,

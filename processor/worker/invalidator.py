@@ -153,7 +153,8 @@ class RedisInvalidator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._url_for_humans = redact_url(url)
-        self._client = client or redis_client(url, ca_file=ca_file)
+        #: Shared with the crash journal (processor/worker/crashloop.py).
+        self.client = client or redis_client(url, ca_file=ca_file)
         self._metrics = metrics
         #: Seconds after which every unlinked key is unlinked once more (0: off) -- a stale fill that landed
         #: after the first delete is gone then. The schedule is a sorted set in Redis itself (member = a chunk's
@@ -178,7 +179,7 @@ class RedisInvalidator:
         starts = range(0, len(keys), UNLINK_CHUNK)
         extras = self._announce or self._revoke_leases or self._second_delete_after > 0
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:
                 if extras:
                     # One script call per chunk announces, unlinks (leases in the same step) and schedules:
                     # a Python-side command per key would cost more than the deletes.
@@ -222,7 +223,7 @@ class RedisInvalidator:
         first deleted after it plus ``guard_window`` (so the guard also saw the misses before the delete)
         are only dropped from the schedule: the guard already removed any stale write."""
         if self._drain is None:
-            self._drain = self._client.register_script(_DRAIN_DUE)
+            self._drain = self.client.register_script(_DRAIN_DUE)
         if watched_since is None:
             unlink_before = "1e300"  # every due key is unlinked
         else:
@@ -246,7 +247,7 @@ class RedisInvalidator:
     async def ping(self) -> bool:
         """True when Redis answers PING (for /healthz)."""
         try:
-            ok = bool(await self._client.ping())
+            ok = bool(await self.client.ping())
         except (RedisError, OSError):
             self._metrics.redis_up.set(0)
             return False
@@ -254,4 +255,4 @@ class RedisInvalidator:
         return ok
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.client.aclose()

@@ -128,6 +128,11 @@ class WorkerMetrics:
             ["error_class"],
             registry=r,
         )
+        self.crash_loops = Counter(
+            "slotguard_crash_loop_dead_letters",
+            "Records dead-lettered because the worker died on them SLOTGUARD_CRASH_LOOP_AFTER times in a row.",
+            registry=r,
+        )
         self.unknown_event_types = Counter(
             "slotguard_unknown_event_types",
             "Changes whose service had no resolvable event type (widened to the company or skipped).",

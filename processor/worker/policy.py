@@ -3,10 +3,15 @@
 | what failed | category | behaviour |
 |---|---|---|
 | a change cannot be read or would make an unsafe key | :class:`~schemas.errors.InputError` | ``DEAD_LETTER``: its bytes go to the DLQ with the reason; the batch goes on |
+| any other exception while one record is read, derived or its events encoded (``RecursionError``, ``MemoryError``, ``ValueError`` from a library, a bug) | the record | ``DEAD_LETTER``, as :class:`~processor.worker.errors.RecordFailed` naming the exception's class (:func:`record_error`) |
+| the worker died on the same record ``crash_loop_after`` times in a row (a crash nothing can catch) | the record | ``DEAD_LETTER`` on the next start, as :class:`~processor.worker.errors.CrashLoop` (:mod:`processor.worker.crashloop`) |
 | Redis refused the UNLINK | :class:`~processor.worker.errors.RedisUnavailable` | ``RETRY``: backoff until Redis acknowledges; nothing behind it is committed |
 | Kafka did not acknowledge a derived event or a dead letter | :class:`~processor.worker.errors.PublishFailed` | ``RETRY``: backoff and resend; nothing behind it is committed (events are at least once, keyed by ``event_id``) |
 | the Postgres event-type lookup failed | :class:`~processor.worker.errors.ServiceLookupFailed` | ``DEGRADE``: treated as unknown (the change widens to the company's event types); logged, retried on the next change |
-| anything else | a bug | ``CRASH``: the exception ends the worker; ``/healthz`` is 503 and the supervisor restarts it; nothing uncommitted is lost |
+| anything else outside one record's handling, and every ``BaseException`` that is not an ``Exception`` (cancellation, ``SystemExit``) | the worker | ``CRASH``: the exception ends the worker; ``/healthz`` is 503 and the supervisor restarts it; nothing uncommitted is lost |
+
+Nothing a record contains may stop the worker or hold its partition: the only errors that hold a partition
+are a dependency's (retried), and a record's own failures are dead-lettered whatever their type.
 
 Retrying forever is deliberate: a skipped invalidation shows a taken slot as free for the whole TTL, while
 a stalled worker only delays invalidations (and says so: ``/healthz`` turns 503 after
@@ -26,7 +31,7 @@ from typing import TypeVar
 
 from prometheus_client import Counter
 
-from processor.worker.errors import PublishFailed, RedisUnavailable, ServiceLookupFailed
+from processor.worker.errors import PublishFailed, RecordFailed, RedisUnavailable, ServiceLookupFailed
 from schemas.errors import DependencyError, InputError
 
 log = logging.getLogger("slotguard.worker.policy")
@@ -43,15 +48,29 @@ class Action(enum.Enum):
     CRASH = "crash"
 
 
-def action_for(exc: BaseException) -> Action:
-    """The named behaviour for an error (the table above)."""
+def action_for(exc: BaseException, *, in_record: bool = False) -> Action:
+    """The named behaviour for an error (the table above); ``in_record``: raised while one record was
+    read, derived or its events encoded."""
     if isinstance(exc, InputError):
         return Action.DEAD_LETTER
     if isinstance(exc, RedisUnavailable | PublishFailed):
         return Action.RETRY
     if isinstance(exc, ServiceLookupFailed):
         return Action.DEGRADE
+    if in_record and isinstance(exc, Exception) and not isinstance(exc, DependencyError):
+        return Action.DEAD_LETTER
     return Action.CRASH
+
+
+def record_error(exc: BaseException) -> InputError:
+    """What goes to the dead-letter topic for an exception raised while one record was handled: the
+    :class:`InputError` itself, or a :class:`RecordFailed` naming the exception's class and first line.
+    Re-raises what is not the record's to answer for (a dependency's error, cancellation)."""
+    if action_for(exc, in_record=True) is not Action.DEAD_LETTER:
+        raise exc
+    if isinstance(exc, InputError):
+        return exc
+    return RecordFailed.of(exc)
 
 
 @dataclass(frozen=True, slots=True)

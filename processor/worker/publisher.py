@@ -68,6 +68,7 @@ class KafkaPublisher:
         *,
         enable_idempotence: bool,
         client_id: str,
+        max_record_bytes: int,
         producer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Producer,
         ack_timeout: float = DELIVERY_TIMEOUT + 5,
     ) -> None:
@@ -75,6 +76,7 @@ class KafkaPublisher:
         self._ack_timeout = ack_timeout
         self._enable_idempotence = enable_idempotence
         self._client_id = client_id
+        self._max_record_bytes = max_record_bytes
         self._factory = producer_factory
         self._producer: Any = None
         self._sent = 0
@@ -92,6 +94,8 @@ class KafkaPublisher:
             **self._kafka.librdkafka_options(),
             "client.id": self._client_id,
             "acks": "all",
+            # The largest record the worker makes (dead letters are cut to fit: processor/worker/dlq.py).
+            "message.max.bytes": self._max_record_bytes,
             "enable.idempotence": self._enable_idempotence,
             # flush() sends at once; the linger only groups the records of one batch into few requests.
             "linger.ms": 2,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from tests.integration.worker_harness import (
     committed_offsets,
     make_topics,
     produce,
+    read_topic,
     row,
     still_there,
     wait_keys_gone,
@@ -40,7 +43,7 @@ def _booking(i: int) -> tuple[bytes, bytes, int | None]:
     return (str(i).encode(), change("c", None, row(i, starts=BASE + timedelta(hours=3 * i))), None)
 
 
-def _keys(prefix: str, ids: range) -> list[str]:
+def _keys(prefix: str, ids: Iterable[int]) -> list[str]:
     return [k for i in ids for k in window_keys(prefix, 15, 1, 123, BASE + timedelta(hours=3 * i))]
 
 
@@ -302,7 +305,7 @@ def test_the_redo_window_handles_recent_changes_again_on_assignment(
     assert second.metric("slotguard_redone_changes_total") == 10
 
 
-def test_a_dead_letter_kafka_will_not_take_holds_the_commit_and_turns_health_red(
+def test_a_dead_letter_larger_than_kafka_takes_goes_out_truncated_and_the_partition_moves_on(
     dev_stack: Any,
     topics: Topics,
     key_prefix: str,
@@ -310,33 +313,36 @@ def test_a_dead_letter_kafka_will_not_take_holds_the_commit_and_turns_health_red
     tmp_path: Path,
     workers: list[WorkerProcess],
 ) -> None:
-    """A publish that keeps failing (here: a dead letter larger than the producer may send) is retried, never
-    skipped: the offset of its record and of every change behind it stays uncommitted, and /healthz turns
-    503 naming Kafka -- the partition is held up loudly, not silently."""
+    """A 1.2 MB record that cannot be read makes a dead letter over Kafka's 1 MB limit: it goes out cut to
+    fit, with headers giving the original size and SHA-256, is not retried forever, and the changes behind
+    it are invalidated and committed."""
     make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
-    keys = _keys(key_prefix, range(1))
+    keys = _keys(key_prefix, range(3))
     for key in keys:
         redis_client.set(key, "cached")
+    big = b"\x00" * 1_200_000
     _produce_large(
         dev_stack.kafka_bootstrap,
         topics.appointments,
-        [(b"0", _booking(0)[1]), (b"big", b"\x00" * 1_200_000), (b"2", _booking(2)[1])],
+        [(b"0", _booking(0)[1]), (b"big", big), (b"2", _booking(2)[1])],
     )
-    worker = _start(
-        workers, worker_settings(dev_stack, topics, key_prefix, publish_retry_max_backoff=0.5), tmp_path
-    )
+    worker = _start(workers, worker_settings(dev_stack, topics, key_prefix), tmp_path)
+    wait_keys_gone(redis_client, _keys(key_prefix, (0, 2)), worker)
     wait_until(
-        lambda: worker.alive_or_fail() and worker.metric("slotguard_publish_retries_total") >= 5,
-        timeout=120,
-        what=lambda: f"the worker to retry the dead letter; log:\n{worker.log_tail()}",
+        lambda: committed_offsets(dev_stack.kafka_bootstrap, topics.group, topics.appointments).get(0) == 3,
+        timeout=60,
+        what=lambda: f"the commit past the dead letter; log:\n{worker.log_tail()}",
     )
-    assert committed_offsets(dev_stack.kafka_bootstrap, topics.group, topics.appointments).get(0) is None
-    wait_until(
-        lambda: (h := worker.healthz()) is not None and h[0] == 503 and "kafka" in h[1]["failing"],
-        timeout=90,
-        what=lambda: f"/healthz 503 naming kafka, now {worker.healthz()}",
-    )
-    assert committed_offsets(dev_stack.kafka_bootstrap, topics.group, topics.appointments).get(0) is None
+    (dead,) = read_topic(dev_stack.kafka_bootstrap, topics.dlq, at_least=1)
+    headers = dict(dead.headers)
+    assert dead.key == b"big"
+    assert dead.value is not None
+    assert 0 < len(dead.value) < 1_000_000
+    assert big.startswith(dead.value)
+    assert headers["slotguard.truncated"] == b"value"
+    assert headers["slotguard.original-size"] == b"1200000"
+    assert headers["slotguard.original-sha256"] == hashlib.sha256(big).hexdigest().encode()
+    assert worker.metric("slotguard_publish_retries_total") == 0
 
 
 def _produce_large(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:

@@ -3,6 +3,7 @@ committed offsets, a private redis-server, Debezium-shaped change builders, poll
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,14 +38,15 @@ REPO = Path(__file__).resolve().parents[2]
 class WorkerProcess:
     """``python -m slotguard.cli worker`` with the given settings; output goes to ``log_path``."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, command: Sequence[str] = ()) -> None:
+        """``command``: the Python arguments instead of ``-P -m slotguard.cli worker`` (a test's wrapper)."""
         self.settings = settings
         self.log_path = log_path
         env = child_environment(settings, os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "slotguard.cli", "worker"],
+            [sys.executable, *(command or ("-P", "-m", "slotguard.cli", "worker"))],
             cwd=REPO,
             env=env,
             stdout=self._log,
@@ -138,16 +140,25 @@ class Record:
 
 
 def produce(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None, int | None]]
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None, int | None]],
+    *,
+    max_request_size: int = 1048576,
 ) -> None:
     """Send ``(key, value, partition)`` records in order and wait until the broker acked each."""
 
     async def go() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, max_request_size=max_request_size
+        )
         await producer.start()
         try:
-            for key, value, partition in records:
-                await producer.send_and_wait(topic, value, key=key, partition=partition)
+            sent = [
+                await producer.send(topic, value, key=key, partition=partition)
+                for key, value, partition in records
+            ]
+            await asyncio.gather(*sent)
         finally:
             await producer.stop()
 

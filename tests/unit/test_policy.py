@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from processor.core.errors import MalformedChange
-from processor.worker.errors import PublishFailed, RedisUnavailable, ServiceLookupFailed
-from processor.worker.policy import Action, Backoff, FailurePolicy, action_for
+from processor.worker.errors import PublishFailed, RecordFailed, RedisUnavailable, ServiceLookupFailed
+from processor.worker.policy import Action, Backoff, FailurePolicy, action_for, record_error
 
 
 def _counter(name: str) -> Counter:
@@ -45,11 +45,51 @@ def test_backoff_doubles_and_is_capped() -> None:
         (RedisUnavailable("x"), Action.RETRY),
         (PublishFailed("x"), Action.RETRY),
         (ServiceLookupFailed("x"), Action.DEGRADE),
-        (KeyError("x"), Action.CRASH),
+        (KeyError("x"), Action.CRASH),  # outside one record's handling: a bug of the worker
     ],
 )
 def test_each_error_category_has_its_named_behaviour(error: BaseException, action: Action) -> None:
     assert action_for(error) is action
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RecursionError("deep"), MemoryError(), OverflowError("big"), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"),
+     ValueError("a library's"), AttributeError("a bug"), KeyError("x")],
+)  # fmt: skip
+def test_any_exception_raised_while_one_record_is_handled_dead_letters_that_record(error: Exception) -> None:
+    assert action_for(error, in_record=True) is Action.DEAD_LETTER
+    dead = record_error(error)
+    assert isinstance(dead, RecordFailed)
+    assert dead.error_class == type(error).__name__
+    assert str(dead).startswith(type(error).__name__)
+
+
+def test_an_input_error_is_dead_lettered_as_it_is() -> None:
+    error = MalformedChange("not JSON")
+    assert record_error(error) is error
+
+
+def test_a_multi_line_message_becomes_one_short_line() -> None:
+    dead = record_error(ValueError("first line\nsecond line" + "x" * 10_000))
+    assert str(dead) == "ValueError: first line"
+    assert len(str(record_error(ValueError("y" * 10_000)))) < 400
+
+
+@pytest.mark.parametrize(
+    "error", [RedisUnavailable("down"), PublishFailed("no ack"), ServiceLookupFailed("pg")]
+)
+def test_a_dependency_error_while_a_record_is_handled_is_not_the_records_fault(error: Exception) -> None:
+    assert action_for(error, in_record=True) is not Action.DEAD_LETTER
+    with pytest.raises(type(error)):
+        record_error(error)
+
+
+@pytest.mark.parametrize("error", [asyncio.CancelledError(), KeyboardInterrupt(), SystemExit(1)])
+def test_cancellation_and_exits_are_the_workers_not_the_records(error: BaseException) -> None:
+    assert action_for(error, in_record=True) is Action.CRASH
+    with pytest.raises(type(error)):
+        record_error(error)
 
 
 def test_retry_keeps_trying_a_dependency_until_it_answers() -> None:

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from processor.core.classify import StatusPolicy, classify
 from processor.core.config import CoreConfig
-from processor.core.derive import process_change
+from processor.core.derive import derive, process_change
 from processor.core.outcome import Outcome
+from processor.core.read import read_change
 from schemas.errors import InputError
 from schemas.rows import AppointmentRow
 from tests.support.changes import appointment, config, envelope, resolver
@@ -188,3 +189,92 @@ def test_decoder_never_crashes_on_arbitrary_json(value: Any) -> None:
 def test_decoder_never_crashes_on_arbitrary_bytes(value: bytes) -> None:
     """Arbitrary bytes yield an Outcome or a typed InputError."""
     assert isinstance(_outcome_or_error(value), Outcome | InputError)
+
+
+# --- the core's boundary: what the worker calls per record -------------------------------------------------
+
+
+def _per_record(raw: bytes) -> Outcome | InputError:
+    """What the worker does with one record: the fast path (an outcome or ``None``, never an error), then,
+    when it declines, the reference path (read, derive)."""
+    cfg, res = DEFAULT_CONFIG, resolver()
+    assert cfg.fast is not None
+    fast = cfg.fast.outcome(raw, res)
+    if fast is not None:
+        return fast
+    try:
+        return derive(read_change(raw, cfg), cfg, res)
+    except InputError as exc:
+        return exc
+
+
+def _outcome_or_one_line_error(raw: bytes) -> bool:
+    result = _per_record(raw)
+    return isinstance(result, Outcome) or (isinstance(result, InputError) and "\n" not in str(result))
+
+
+def _nest(depth: int, opener: bytes, closer: bytes, leaf: bytes) -> bytes:
+    return opener * depth + leaf + closer * depth
+
+
+deep_json = st.builds(
+    lambda depth, opener, leaf: _nest(depth, opener, b"]" if opener == b"[" else b"}", leaf),
+    st.integers(1, 200_000),
+    st.sampled_from([b"[", b'{"a":', b'{"after":']),
+    st.sampled_from([b"1", b'"15"', b"null", b"{}"]),
+)
+wide_json = st.builds(
+    lambda n, item: b"[" + b",".join([item] * n) + b"]",
+    st.integers(1, 50_000),
+    st.sampled_from([b"1", b'"x"', b"{}", b"[]", b"null"]),
+)
+_COLUMNS = [
+    "id",
+    "company_id",
+    "branch_id",
+    "service_id",
+    "starts_at",
+    "ends_at",
+    "status",
+    "deleted_at",
+    "notes",
+]
+
+
+@st.composite
+def hostile_values(draw: st.DrawFn) -> bytes:
+    """A valid booking with one column, image or the whole value replaced by deep or wide JSON."""
+    inner = draw(st.one_of(deep_json, wide_json))
+    where = draw(st.sampled_from([*_COLUMNS, "after", "before", "source", "whole"]))
+    if where == "whole":
+        return inner
+    marker = "\x00m\x00"
+    if where in ("after", "before", "source"):
+        env = envelope("u", appointment(), appointment(status="cancelled"))
+        env[where] = marker
+    else:
+        env = envelope("c", None, appointment(**{where: marker}))
+    return orjson.dumps(env).replace(orjson.dumps(marker), inner, 1)
+
+
+@FAST
+@given(value=hostile_values())
+def test_deep_or_wide_json_anywhere_yields_an_outcome_or_an_input_error(value: bytes) -> None:
+    """Nesting past every parser's limit and very wide values, in any column, image or the whole value."""
+    assert _outcome_or_one_line_error(value)
+
+
+@FAST
+@given(
+    value=st.one_of(
+        json_values, envelope_like, st.fixed_dictionaries({"schema": json_values, "payload": envelope_like})
+    )
+)
+def test_the_worker_s_per_record_steps_yield_an_outcome_or_an_input_error_for_any_json(value: Any) -> None:
+    assert _outcome_or_one_line_error(json.dumps(value).encode())
+
+
+@FAST
+@given(value=st.binary(max_size=256))
+def test_the_worker_s_per_record_steps_yield_an_outcome_or_an_input_error_for_any_bytes(value: bytes) -> None:
+    assert _outcome_or_one_line_error(value)

@@ -71,6 +71,7 @@ def _publisher() -> tuple[KafkaPublisher, FakeProducer]:
         KafkaConnection(),
         enable_idempotence=False,
         client_id="t",
+        max_record_bytes=1_000_000,
         producer_factory=factory,
         ack_timeout=0.05,
     )
@@ -139,7 +140,9 @@ def test_a_refusal_is_reported_once() -> None:
 
 
 def test_sending_before_start_is_a_publish_failure() -> None:
-    publisher = KafkaPublisher(KafkaConnection(), enable_idempotence=False, client_id="t")
+    publisher = KafkaPublisher(
+        KafkaConnection(), enable_idempotence=False, client_id="t", max_record_bytes=1_000_000
+    )
     with pytest.raises(PublishFailed, match="not started"):
         asyncio.run(publisher.send("events", None, b"x", ()))
 

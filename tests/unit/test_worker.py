@@ -183,6 +183,7 @@ def _handler(
         metrics=metrics,
         events_topic="events",
         dlq_topic="dlq",
+        max_record_bytes=settings.max_record_bytes,
         **kw,
     )
 
