@@ -40,6 +40,9 @@ _NOTHING_UNAVAILABLE: Final[frozenset[str]] = frozenset()
 #: an event Kafka refuses. A UUID is 36 characters; statuses are words.
 MAX_ID_CHARS: Final = 128
 MAX_STATUS_CHARS: Final = 64
+#: The integers JSON decoders agree on (orjson's range: signed and unsigned 64-bit); beyond, an id is malformed.
+MIN_INT: Final = -(2**63)
+MAX_INT: Final = 2**64 - 1
 
 
 class RowError(ValueError):
@@ -67,6 +70,8 @@ def decode_id(field: str, value: object) -> str | None:
             raise RowError(f"{field}: an id of {len(value)} characters (at most {MAX_ID_CHARS})")
         return value
     if isinstance(value, int) and not isinstance(value, bool):
+        if not MIN_INT <= value <= MAX_INT:
+            raise RowError(f"{field}: an integer id beyond 64 bits")
         return str(value)
     raise RowError(f"{field}: expected an integer or string id, got {type(value).__name__}")
 
@@ -139,7 +144,7 @@ class AppointmentReader:
         ids: list[str | None] = []
         for field, column in self._id_columns:
             raw = get(column)
-            if type(raw) is int:  # the usual bigint id
+            if type(raw) is int and MIN_INT <= raw <= MAX_INT:  # the usual bigint id
                 ids.append(str(raw))
             elif raw is None or (type(raw) is str and len(raw) <= MAX_ID_CHARS):
                 if raw == TOAST_PLACEHOLDER:

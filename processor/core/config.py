@@ -14,7 +14,6 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from processor.core.classify import StatusPolicy
-from processor.core.fastpath import FastPath
 from processor.core.keys import DEFAULT_MAX_TENANT_ID_LENGTH, KeyTemplate, TenantGuard
 from processor.core.window import HourWindow
 from schemas.errors import ConfigError
@@ -39,9 +38,6 @@ class CoreConfig:
     unknown_event_type: UnknownEventTypePolicy
     source_zone: tzinfo
     appointments_table: str = "appointments"
-    #: The compiled fast path (``None`` when the column mapping cannot have one): see
-    #: :mod:`processor.core.fastpath`.
-    fast: FastPath | None = None
 
     @classmethod
     def build(
@@ -86,13 +82,4 @@ class CoreConfig:
             unknown_event_type=unknown_event_type,
             source_zone=source_zone,
             appointments_table=appointments_table,
-            fast=FastPath.compile(
-                columns=appointments.columns,
-                source_zone=source_zone,
-                statuses=statuses,
-                window=window,
-                template=template,
-                guard=guard,
-                redis_key_prefix=redis_key_prefix,
-            ),
         )

@@ -2,19 +2,75 @@
 
 Both ``JsonConverter`` layouts are accepted: the bare envelope (``schemas.enable=false``) and
 ``{"schema": ..., "payload": ...}`` (``true``), whose schema also tells the unit of every timestamp.
+
+Two decoders, one result. The typed decoder (msgspec, :class:`TypedEnvelope`) reads the common change, a
+bare envelope, in one C pass. Whatever it does not take -- a wrapped envelope, a value of a looser type
+(``"123"`` for a number), anything it refuses, nesting past its recursion limit -- goes to the tolerant
+decoder (orjson and the pydantic models of :mod:`schemas.envelope`), which accepts every shape the models
+allow and words every error. Both envelopes have the same attributes, so everything after decoding --
+rows, rules, keys, events -- is one code path.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 from pydantic import ValidationError
 
 from processor.core.errors import MalformedChange
 from schemas.envelope import ChangeEnvelope, SchemaEnvelope, column_semantics
+
+#: A signed 64-bit integer: the tolerant decoder's orjson refuses larger numbers, and msgspec would not.
+_Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class TypedSource(msgspec.Struct, frozen=True, gc=False):
+    """``source``, as :class:`schemas.envelope.SourceInfo` reads it (stricter types: else tolerant)."""
+
+    version: str | None = None
+    connector: str | None = None
+    name: str | None = None
+    ts_ms: _Int | None = None
+    snapshot: str | bool | None = None
+    db: str | None = None
+    schema_: str | None = msgspec.field(default=None, name="schema")
+    table: str | None = None
+    lsn: _Int | None = None
+    tx_id: _Int | None = msgspec.field(default=None, name="txId")
+    sequence: str | None = None
+    # The pydantic model also takes its field names; their presence sends the change to the tolerant path.
+    other_tx_id: Any = msgspec.field(default=msgspec.UNSET, name="tx_id")
+    other_schema: Any = msgspec.field(default=msgspec.UNSET, name="schema_")
+
+
+class _Transaction(msgspec.Struct, frozen=True, gc=False):
+    id: str
+    total_order: _Int | None = None
+    data_collection_order: _Int | None = None
+
+
+class TypedEnvelope(msgspec.Struct, frozen=True, gc=False):
+    """A bare envelope, as :class:`schemas.envelope.ChangeEnvelope` reads it."""
+
+    op: Literal["c", "u", "d", "r", "t", "m"]
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    ts_ms: _Int | None = None
+    source: TypedSource | None = None
+    transaction: _Transaction | None = None
+    # A bare envelope that also has both keys is read as a wrapped one (by the tolerant path).
+    schema: Any = msgspec.UNSET
+    payload: Any = msgspec.UNSET
+
+
+#: What the rest of the core reads: either decoder's envelope (the same attributes).
+Envelope = ChangeEnvelope | TypedEnvelope
+
+_decode_typed = msgspec.json.Decoder(TypedEnvelope).decode
 
 _NO_SEMANTICS: dict[str, str] = {}
 
@@ -28,7 +84,7 @@ _validate_wrapped = SchemaEnvelope.__pydantic_validator__.validate_python
 class DecodedEnvelope:
     """A validated envelope plus the column -> Connect semantic name map (empty for bare payloads)."""
 
-    envelope: ChangeEnvelope
+    envelope: Envelope
     semantics: dict[str, str] = field(default_factory=dict)
 
 
@@ -82,8 +138,35 @@ def reject_duplicate_keys(value: bytes | str) -> None:
         raise MalformedChange(f"not JSON: {str(exc).splitlines()[0][:200]}") from None
 
 
+def _typed(value: bytes | str) -> TypedEnvelope | None:
+    """The typed decoder: the envelope, or ``None`` when the tolerant decoder must decide."""
+    if type(value) is bytes and not value.isascii():
+        try:
+            value.decode()  # orjson refuses invalid UTF-8 anywhere; msgspec checks only what it reads
+        except UnicodeDecodeError:
+            return None
+    try:
+        env = _decode_typed(value)
+    except (msgspec.DecodeError, RecursionError):
+        # RecursionError: msgspec skips an unread field by recursing, as deep as it nests.
+        return None
+    if env.schema is not msgspec.UNSET and env.payload is not msgspec.UNSET:
+        return None
+    source = env.source
+    if source is None or source.lsn is None:
+        return None  # the event id then hashes the images: the tolerant decoder's JSON values
+    if source.other_tx_id is not msgspec.UNSET or source.other_schema is not msgspec.UNSET:
+        return None
+    return env
+
+
 def decode_envelope(value: bytes | str | None) -> DecodedEnvelope | None:
     """Decode a Debezium change event. ``None`` for a tombstone (null value, or a null schema payload)."""
+    if value is None:
+        return None
+    typed = _typed(value)
+    if typed is not None:
+        return DecodedEnvelope(typed, _NO_SEMANTICS)
     data = load_json(value)
     if data is None:
         return None

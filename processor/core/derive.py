@@ -14,11 +14,11 @@ import orjson
 
 from processor.core.classify import Classification, Kind
 from processor.core.config import CoreConfig
-from processor.core.outcome import EventRecord, Outcome, lsn_event_id, source_position
+from processor.core.decode import Envelope
+from processor.core.outcome import EventRecord, Outcome
 from processor.core.read import ReadChange, read_change
 from processor.core.resolver import EventTypeResolver
 from processor.core.window import MAX_BUCKETS
-from schemas.envelope import ChangeEnvelope
 from schemas.events import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -30,7 +30,20 @@ from schemas.rows import AppointmentRow
 # --- event ids --------------------------------------------------------------------------------------
 
 
-def event_id(env: ChangeEnvelope, appointment_id: str, kind: str) -> str:
+_BLAKE2B_16 = hashlib.blake2b(digest_size=16)
+
+
+def lsn_event_id(
+    db: str | None, lsn: int | None, tx_id: int | None, appointment_id: str | None, kind: str
+) -> str:
+    """The event id of a change with an LSN: hash of database, LSN, txId, appointment id and event type
+    (:func:`event_id` says how a change without one is identified)."""
+    hasher = _BLAKE2B_16.copy()  # a copy of a fresh hasher costs less than making one with its parameters
+    hasher.update(f"{db}|{lsn}|{tx_id}|{appointment_id}|{kind}".encode())
+    return hasher.hexdigest()
+
+
+def event_id(env: Envelope, appointment_id: str, kind: str) -> str:
     """Deterministic event id: the same change (same WAL position, or same identity) -> the same id.
 
     With an LSN: hash of database, LSN, txId, appointment id and event type. Without one (not a Postgres
@@ -49,11 +62,18 @@ def event_id(env: ChangeEnvelope, appointment_id: str, kind: str) -> str:
     return hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
-def _position(env: ChangeEnvelope) -> dict[str, object]:
+def _position(env: Envelope) -> dict[str, object]:
     src = env.source
     if src is None:
         return {"op": env.op}
-    return source_position(src.lsn, src.tx_id, src.ts_ms, src.db, src.table, env.op)
+    return {
+        "lsn": src.lsn,
+        "txId": src.tx_id,
+        "ts_ms": src.ts_ms,
+        "db": src.db,
+        "table": src.table,
+        "op": env.op,
+    }
 
 
 def _window(row: AppointmentRow) -> dict[str, object]:
@@ -153,7 +173,7 @@ _validate_cancelled = AppointmentCancelled.__pydantic_validator__.validate_pytho
 
 
 def _build_event(
-    cls: Classification, env: ChangeEnvelope, event_types: dict[str, str | None]
+    cls: Classification, env: Envelope, event_types: dict[str, str | None]
 ) -> BookingEvent | None:
     # Each event is validated from one plain dict in a single pydantic-core call: about half the cost of
     # building the nested SourcePosition/Window models one by one.
@@ -247,14 +267,7 @@ def derive(read: ReadChange, config: CoreConfig, resolver: EventTypeResolver) ->
     )
 
 
-def reference_outcome(value: bytes | str | None, config: CoreConfig, resolver: EventTypeResolver) -> Outcome:
-    """The reference path alone: read and derive, every shape of change. The fast path is proven against it."""
-    return derive(read_change(value, config), config, resolver)
-
-
 def process_change(value: bytes | str | None, config: CoreConfig, resolver: EventTypeResolver) -> Outcome:
     """Read and derive in one call, for a resolver that already knows everything (``slotguard explain``,
-    tests, the bench): the fast path where it applies, else the reference path -- the same outcome either
-    way. Raises :class:`~schemas.errors.InputError` subclasses with a one-line message."""
-    fast = config.fast.outcome(value, resolver) if config.fast is not None else None
-    return fast if fast is not None else derive(read_change(value, config), config, resolver)
+    tests, the bench). Raises :class:`~schemas.errors.InputError` subclasses with a one-line message."""
+    return derive(read_change(value, config), config, resolver)

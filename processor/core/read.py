@@ -12,9 +12,14 @@ from dataclasses import dataclass
 
 from processor.core.classify import REPLICA_IDENTITY_FIX, Classification, Kind, classify
 from processor.core.config import CoreConfig
-from processor.core.decode import DecodedEnvelope, decode_envelope, may_repeat_keys, reject_duplicate_keys
+from processor.core.decode import (
+    DecodedEnvelope,
+    Envelope,
+    decode_envelope,
+    may_repeat_keys,
+    reject_duplicate_keys,
+)
 from processor.core.errors import MalformedChange
-from schemas.envelope import ChangeEnvelope
 from schemas.rows import AppointmentRow, RowError
 
 
@@ -28,7 +33,7 @@ class ReadChange:
 
     op: str | None
     source_ts_ms: int | None
-    envelope: ChangeEnvelope | None = None
+    envelope: Envelope | None = None
     classification: Classification | None = None
 
     @property

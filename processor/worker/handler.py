@@ -100,13 +100,6 @@ def _without_tracebacks(error: InputError) -> InputError:
     return error
 
 
-def _encode_events(outcome: Outcome) -> None:
-    """Make the events' bytes now, inside the record's boundary: the fast path defers them, and a value
-    that cannot be encoded must fail here, not while the batch is being published."""
-    for event in outcome.records:
-        event.value  # noqa: B018 -- made on first access
-
-
 class BatchHandler:
     """Handles a batch of appointment change records; returns once everything it owes is acknowledged."""
 
@@ -221,37 +214,20 @@ class BatchHandler:
         """Derive ``records[i]`` for each of ``indices`` into ``outcomes[i]``, or ``errors[i]``."""
         config = self._config
         resolver = self._resolver
-        fast = config.fast.outcome if config.fast is not None else None
-        # The fast path takes the common change whole; the rest is read, prefetched for and derived by the
-        # reference path (processor.core.fastpath says which is which).
-        slow: list[int] = []
+        reads: dict[int, ReadChange] = {}
         for n, i in enumerate(indices):
             if n and not n % YIELD_EVERY:
                 await asyncio.sleep(0)
             try:
-                outcome = fast(records[i].value, resolver) if fast is not None else None
-                if outcome is not None:
-                    _encode_events(outcome)
+                reads[i] = read_change(records[i].value, config)
             except Exception as exc:  # the boundary: whatever the record does (policy.record_error)
                 errors[i] = (_without_tracebacks(record_error(exc)), "?")
-                continue
-            if outcome is None:
-                slow.append(i)
-            else:
-                outcomes[i] = outcome
-        if not slow:
-            return
-        reads: dict[int, ReadChange] = {}
-        for i in slow:
-            try:
-                reads[i] = read_change(records[i].value, config)
-            except Exception as exc:
-                errors[i] = (_without_tracebacks(record_error(exc)), "?")
         await prefetch(reads.values(), config, resolver, self._policy)
-        for i, read in reads.items():
+        for n, (i, read) in enumerate(reads.items()):
+            if n and not n % YIELD_EVERY:
+                await asyncio.sleep(0)
             try:
                 outcome = derive(read, config, resolver)
-                _encode_events(outcome)
             except Exception as exc:
                 errors[i] = (_without_tracebacks(record_error(exc)), read.op or "tombstone")
             else:

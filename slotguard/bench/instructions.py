@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 #: Passes in the order the child runs them; one callgrind part each.
-PASSES = ("orjson_loads", "core", "core_with_event_json")
+PASSES = ("orjson_loads", "core")
 _TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
@@ -34,18 +34,16 @@ def passes(n: int) -> dict[str, Callable[[], None]]:
     """The measured passes over ``n`` changes of the bench's mix, each warmed up once."""
     import orjson
 
-    from slotguard.bench.core_bench import core_passes
+    from slotguard.bench.core_bench import core_pass
     from slotguard.bench.workload import changes
     from slotguard.settings import load_settings
     from slotguard.wiring import core_config
 
     values = [c.value for c in changes(n)]
     # As the core part: the environment's settings, the same passes.
-    core, with_events = core_passes(core_config(load_settings()))
     fns: dict[str, Callable[[bytes], object]] = {
         "orjson_loads": orjson.loads,
-        "core": core,
-        "core_with_event_json": with_events,
+        "core": core_pass(core_config(load_settings())),
     }
     for fn in fns.values():
         for value in values:  # warm: caches filled, code specialised
@@ -117,7 +115,6 @@ def measure(n: int = 5_000, timeout: float = 900.0) -> dict[str, Any]:
         "changes": n,
         "per_change": per,
         "core_to_orjson": round(per["core"] / per["orjson_loads"], 2),
-        "core_with_event_json_to_orjson": round(per["core_with_event_json"] / per["orjson_loads"], 2),
     }
 
 

@@ -21,7 +21,6 @@ from slotguard.bench.core_bench import measure_quietly
 from slotguard.bench.drain import DrainResult, drain, naive_command, prefill, worker_command
 from slotguard.bench.errors import BenchError
 from slotguard.bench.workload import changes
-from slotguard.fastpath_build import INTERPRETED, fast_path_build
 from slotguard.settings import Settings
 from slotguard.wiring import core_config
 
@@ -137,20 +136,15 @@ def run(
         "settings": _latency_settings(),
     }
 
-    progress("core: keys, keys + event JSON, the reference path, and orjson.loads alone (a quiet process)")
-    part = measure_quietly(sizes["core"])
-    rate, with_events, floor = part.rates.keys, part.rates.with_event_json, part.rates.orjson_loads
-    reference = part.reference
+    progress("core: keys and event JSON, and orjson.loads alone (a quiet process)")
+    rates = measure_quietly(sizes["core"])
+    rate, floor = rates.core, rates.orjson_loads
     results["core"] = {
         "events_per_s": round(rate),
-        "with_event_json_per_s": round(with_events),
-        "reference_path_per_s": round(reference),
         "orjson_loads_per_s": round(floor),
         "us_per_change": round(1e6 / rate, 2),
         "ratio_to_orjson": round(floor / rate, 2),
-        "ratio_to_orjson_with_event_json": round(floor / with_events, 2),
         "changes": sizes["core"],
-        "fast_path": fast_path_build(),
     }
     if sizes.get("instructions"):
         progress(f"core: instructions per change under callgrind ({sizes['instructions']:,} changes)")
@@ -457,19 +451,15 @@ def report(results: dict[str, Any]) -> str:
     core = results.get("core", {})
     if core:
         lines += [
-            f"| core (keys; events made when published; fast path {core.get('fast_path', INTERPRETED)}) | {core['events_per_s']:,} changes/s ({core['us_per_change']} µs/change) |",
-            f"| core with the event JSON made | {core['with_event_json_per_s']:,} changes/s |",
-            f"| core, reference path alone | {core['reference_path_per_s']:,} changes/s |",
-            f"| orjson.loads alone | {core['orjson_loads_per_s']:,} /s (core is {core['ratio_to_orjson']}× slower; "
-            f"{core['ratio_to_orjson_with_event_json']}× with the event JSON) |",
+            f"| core (keys and event JSON) | {core['events_per_s']:,} changes/s ({core['us_per_change']} µs/change) |",
+            f"| orjson.loads alone | {core['orjson_loads_per_s']:,} /s (core is {core['ratio_to_orjson']}× slower) |",
         ]
         counted = core.get("instructions") or {}
         if "per_change" in counted:
             per = counted["per_change"]
             lines.append(
                 f"| instructions per change (callgrind, {counted['changes']:,} changes) | core {per['core']:,}, "
-                f"with the event JSON {per['core_with_event_json']:,}, orjson.loads {per['orjson_loads']:,} "
-                f"({counted['core_to_orjson']}× and {counted['core_with_event_json_to_orjson']}×) |"
+                f"orjson.loads {per['orjson_loads']:,} ({counted['core_to_orjson']}×) |"
             )
         elif counted:
             lines.append(f"| instructions per change | not measured: {counted['not_measured']} |")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import threading
 
 from slotguard.commands import add_logging_options, logging_overrides
-from slotguard.fastpath_build import COMPILED, fast_path_build
 from slotguard.settings import load_settings
 
 
@@ -93,11 +91,6 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, json=settings.log_json)
     config = worker_config(settings)
     check_kafka(config.kafka)  # before anything is logged: an unreachable broker is one error line
-    build = fast_path_build()
-    # Interpreted is correct, only slower (no C compiler at install time); stale runs old code.
-    logging.getLogger("slotguard.worker").log(
-        logging.INFO if build == COMPILED else logging.WARNING, "core fast path: %s", build
-    )
     # Faust creates its data directory but not the parents under our data dir.
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     use_event_loop(settings.event_loop)  # before the app: Faust takes the loop the policy makes

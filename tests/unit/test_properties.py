@@ -195,13 +195,8 @@ def test_decoder_never_crashes_on_arbitrary_bytes(value: bytes) -> None:
 
 
 def _per_record(raw: bytes) -> Outcome | InputError:
-    """What the worker does with one record: the fast path (an outcome or ``None``, never an error), then,
-    when it declines, the reference path (read, derive)."""
+    """What the worker does with one record: read it, then derive it."""
     cfg, res = DEFAULT_CONFIG, resolver()
-    assert cfg.fast is not None
-    fast = cfg.fast.outcome(raw, res)
-    if fast is not None:
-        return fast
     try:
         return derive(read_change(raw, cfg), cfg, res)
     except InputError as exc:

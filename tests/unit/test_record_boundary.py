@@ -41,7 +41,6 @@ class _Hash:
 
 
 def _wrapped_booking(appointment_id: int) -> bytes:
-    # A schema-enabled envelope: the reference path reads it (the fast path takes bare ones only).
     return encode(with_schema(envelope("c", after=appointment(id=appointment_id))))
 
 

@@ -1,5 +1,5 @@
-"""The core's hot path calls the event validators directly and builds rows, classifications and
-outcomes through hand-written constructors; the results must match the ordinary ones."""
+"""The core's events match their golden documents; rows, classifications and outcomes keep the
+properties callers rely on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from processor.core.classify import Classification, Kind
-from processor.core.outcome import EventRecord, Outcome
+from processor.core.outcome import Outcome
 from schemas.events import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from schemas.rows import AppointmentRow
 from tests.support.changes import appointment, config, envelope, run
@@ -87,20 +87,3 @@ def test_long_windows_render_the_same_with_and_without_the_cache() -> None:
     assert len(keys) == 48
     assert keys == template.render("15", None, "123", buckets)
     assert keys[-1] == "cal_slots_15__123_2025-10-17-13_2025-10-17-14"
-
-
-def test_a_lazy_event_record_makes_its_value_once() -> None:
-    """A record made lazily calls its maker on first access only, and equals one given the same value."""
-    calls: list[bytes] = []
-
-    def make(part: bytes) -> bytes:
-        calls.append(part)
-        return b'{"type":"booked","x":"' + part + b'"}'
-
-    lazy = EventRecord("booked", b"42", None, make, (b"y",))
-    assert calls == []
-    assert lazy.value == lazy.value == b'{"type":"booked","x":"y"}'
-    assert calls == [b"y"]
-    assert lazy == EventRecord("booked", b"42", b'{"type":"booked","x":"y"}')
-    with pytest.raises(ValueError, match="needs a value"):
-        EventRecord("booked", b"42").value  # noqa: B018
