@@ -202,6 +202,12 @@ class Settings(BaseSettings):
         description="Seconds of history the worker handles again on every partition assignment (0 = off): a "
         "safety net behind the commit rules, e.g. the cache TTL plus a margin (360).",
     )
+    unhealthy_after: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a dependency (Redis, Kafka, Postgres) may keep failing before the worker's /healthz "
+        "answers 503.",
+    )
     source_stall_after: float = Field(
         default=60.0,
         gt=0,

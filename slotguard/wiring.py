@@ -79,6 +79,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         data_dir=settings.data_dir,
         heartbeat_topic=heartbeat_topic(settings) if settings.heartbeat_interval_ms > 0 else None,
         source_stall_after=settings.source_stall_after,
+        unhealthy_after=settings.unhealthy_after,
         redo_window=settings.redo_window,
         second_delete_after=settings.second_delete_after,
         guard_window=settings.guard_window,

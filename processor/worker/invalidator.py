@@ -146,10 +146,10 @@ class RedisInvalidator:
         metrics: WorkerMetrics,
         client: aioredis.Redis | None = None,
         ca_file: str | None = None,
-        second_delete_after: float = 0.0,
-        key_prefix: str = "",
-        guard_window: float = 0.0,
-        revoke_leases: bool = False,
+        second_delete_after: float,
+        key_prefix: str,
+        guard_window: float,
+        revoke_leases: bool,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._url_for_humans = redact_url(url)

@@ -94,7 +94,7 @@ class FailurePolicy:
         *,
         retries: Mapping[str, Counter],
         backoffs: dict[str, Backoff] | None = None,
-        unhealthy_after: float = 30.0,
+        unhealthy_after: float,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:

@@ -19,6 +19,16 @@ from processor.worker.metrics import WorkerMetrics
 from schemas.connections import KafkaConnection
 
 TOPIC = "app.public.appointments"
+#: What the worker would pass (explicit here: a component declares no defaults; the settings hold them).
+OPTIONS: dict[str, Any] = {
+    "batch_size": 2000,
+    "batch_timeout": 0.005,
+    "session_timeout": 30.0,
+    "rebalance_timeout": 60.0,
+    "fetch_max_wait_ms": 10,
+    "client_id": "w",
+    "redo_window": 0.0,
+}
 
 
 class FakeConsumer:
@@ -50,7 +60,7 @@ class _Handler:
 def _consumer() -> tuple[AppointmentsConsumer, FakeConsumer, WorkerMetrics]:
     metrics = WorkerMetrics()
     consumer = AppointmentsConsumer(
-        kafka=KafkaConnection(), group="g", topic=TOPIC, handler=_Handler(), metrics=metrics
+        kafka=KafkaConnection(), group="g", topic=TOPIC, handler=_Handler(), metrics=metrics, **OPTIONS
     )
     fake = FakeConsumer()
 
@@ -142,7 +152,7 @@ async def _complete_two(
 ) -> tuple[AppointmentsConsumer, list[BaseException | None]]:
     """Complete batch b1 (offset 10) and then b2 (offset 20) as ``run`` chains them."""
     consumer = AppointmentsConsumer(
-        kafka=KafkaConnection(), group="g", topic=TOPIC, handler=handler, metrics=WorkerMetrics()
+        kafka=KafkaConnection(), group="g", topic=TOPIC, handler=handler, metrics=WorkerMetrics(), **OPTIONS
     )
     consumer._loop = asyncio.get_running_loop()
     consumer._executor = ThreadPoolExecutor(1)
@@ -248,7 +258,7 @@ def _run_until(fake: _PollingConsumer, handler: _Handler, until: Callable[[], Aw
     async def scenario() -> None:
         consumer = AppointmentsConsumer(
             kafka=KafkaConnection(), group="g", topic=TOPIC, handler=handler, metrics=WorkerMetrics(),
-            batch_timeout=0.005, consumer_factory=lambda _config: fake,
+            consumer_factory=lambda _config: fake, **OPTIONS,
         )  # fmt: skip
         running = asyncio.create_task(consumer.run())
         try:

@@ -119,7 +119,9 @@ def test_retry_ends_when_its_task_is_cancelled_and_returns_nothing() -> None:
         raise RedisUnavailable("down")
 
     async def main() -> None:
-        policy = FailurePolicy(retries={}, backoffs={"redis": Backoff(initial=0.01, maximum=0.01)})
+        policy = FailurePolicy(
+            retries={}, backoffs={"redis": Backoff(initial=0.01, maximum=0.01)}, unhealthy_after=30.0
+        )
         task = asyncio.create_task(policy.retry("redis", attempt))
         await asyncio.sleep(0.05)
         task.cancel()

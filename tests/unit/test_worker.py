@@ -27,6 +27,14 @@ from slotguard.settings import Settings
 from slotguard.wiring import core_config, worker_config
 from tests.support.changes import appointment, encode, envelope
 
+#: An invalidator that only unlinks: no second delete, guard announcement or lease revocation.
+PLAIN_UNLINK: dict[str, Any] = {
+    "second_delete_after": 0.0,
+    "key_prefix": "",
+    "guard_window": 0.0,
+    "revoke_leases": False,
+}
+
 
 class _Pipe:
     def __init__(self, client: _FlakyRedis) -> None:
@@ -75,6 +83,7 @@ def _policy(metrics: WorkerMetrics, waits: list[float] | None = None) -> Failure
             "postgres": metrics.lookup_failures,
         },
         backoffs={"redis": Backoff(initial=0.1, maximum=0.25), "kafka": Backoff(initial=0.1, maximum=0.25)},
+        unhealthy_after=30.0,
         sleep=fake_sleep,
     )
 
@@ -84,7 +93,9 @@ def test_unlink_under_the_policy_retries_with_capped_backoff_until_redis_answers
     waits: list[float] = []
     client = _FlakyRedis(failures=3)
     metrics = WorkerMetrics()
-    invalidator = RedisInvalidator("redis://:secret@127.0.0.1:1/0", metrics=metrics, client=cast(Any, client))
+    invalidator = RedisInvalidator(
+        "redis://:secret@127.0.0.1:1/0", metrics=metrics, client=cast(Any, client), **PLAIN_UNLINK
+    )
     deleted = asyncio.run(_policy(metrics, waits).retry("redis", lambda: invalidator.unlink(["a", "b", "c"])))
     assert deleted == 3
     assert waits == [0.1, 0.2, 0.25]
@@ -94,7 +105,10 @@ def test_unlink_under_the_policy_retries_with_capped_backoff_until_redis_answers
 
 def test_unlink_error_message_never_shows_the_password() -> None:
     invalidator = RedisInvalidator(
-        "redis://:hunter2@127.0.0.1:1/0", metrics=WorkerMetrics(), client=cast(Any, _FlakyRedis(failures=1))
+        "redis://:hunter2@127.0.0.1:1/0",
+        metrics=WorkerMetrics(),
+        client=cast(Any, _FlakyRedis(failures=1)),
+        **PLAIN_UNLINK,
     )
     with pytest.raises(RedisUnavailable) as info:
         asyncio.run(invalidator.unlink(["k"]))
