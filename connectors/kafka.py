@@ -43,14 +43,10 @@ class KafkaSink:
         enable_idempotence: bool,
         client_id: str,
         security: Mapping[str, str] | None = None,
-        forwarder: Any | None = None,
     ) -> None:
         """``security``: the Java clients' ``security.protocol`` / ``ssl.*`` / ``sasl.*`` properties
-        (:meth:`schemas.connections.KafkaConnection.java_properties`), for producer and admin alike.
-        ``forwarder``: the compiled per-record loop (:func:`connectors.forwarder.load`); ``None`` sends
-        record by record from Python."""
+        (:meth:`schemas.connections.KafkaConnection.java_properties`), for producer and admin alike."""
         self._bootstrap = bootstrap
-        self._forwarder = forwarder
         security = {k: v for k, v in (security or {}).items() if k != "bootstrap.servers"}
         properties = jpype.JClass("java.util.Properties")
         serializer = "org.apache.kafka.common.serialization.ByteArraySerializer"
@@ -86,10 +82,7 @@ class KafkaSink:
                 f"cannot create Kafka clients for {bootstrap}: {java_error_message(exc)}"
             ) from None
         self._record = jpype.JClass("org.apache.kafka.clients.producer.ProducerRecord")
-        # Looked up once, not per batch: the forwarder's path uses them on every send.
-        self._java_list = jpype.JClass("java.util.List")
         self._array_list = jpype.JClass("java.util.ArrayList")
-        self._hash_map = jpype.JClass("java.util.HashMap")
         self._header = jpype.JClass("org.apache.kafka.common.header.internals.RecordHeader")
         self._known_topics: set[str] = set()
 
@@ -129,8 +122,6 @@ class KafkaSink:
 
         Raises :class:`RelayDeliveryError` if any send failed, so the engine does not mark the batch.
         """
-        if self._forwarder is not None:
-            return self._send_in_java(events)
         batch = list(events)
         topics = [str(event.destination()) for event in batch]
         self.ensure_topics(set(topics))
@@ -144,27 +135,6 @@ class KafkaSink:
                 f"Kafka {self._bootstrap} did not acknowledge a batch of {len(batch)} records: {java_error_message(exc)}"
             ) from None
         return Counter(topics)
-
-    def _send_in_java(self, events: Any) -> Counter[str]:
-        """:meth:`send_batch` with the per-record loop in the compiled forwarder: one call per batch."""
-        forwarder = self._forwarder
-        assert forwarder is not None
-        if not isinstance(events, self._java_list):
-            listed = self._array_list()
-            for event in events:
-                listed.add(event)
-            events = listed
-        self.ensure_topics({str(topic) for topic in forwarder.destinations(events)})
-        counts = self._hash_map()
-        try:
-            futures = forwarder.sendAll(self._producer, events, counts)
-            self._producer.flush()
-            forwarder.awaitAll(futures)
-        except jpype.JException as exc:
-            raise RelayDeliveryError(
-                f"Kafka {self._bootstrap} did not acknowledge a batch of {events.size()} records: {java_error_message(exc)}"
-            ) from None
-        return Counter({str(topic): int(count) for topic, count in counts.items()})
 
     def _to_record(self, topic: str, event: Any) -> Any:
         headers = None

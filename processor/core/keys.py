@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, tzinfo
-from operator import attrgetter
 from typing import Final
 
 from processor.core.errors import KeyTemplateError, UnsafeKeyPart
@@ -33,49 +32,6 @@ _GLOB_AND_ESCAPE: Final = "*?[]\\"
 _INTEGER: Final = re.compile(r"-?[0-9]{1,19}")
 _CACHE_LIMIT: Final = 1 << 16
 _HOUR: Final = timedelta(hours=1)
-#: strftime directives a bucket label renders with a %-format of the datetime's fields instead of strftime
-#: (2.4 µs a call through Python's datetime.strftime, the %-format 0.7 µs). The e2e bench's changes each book
-#: an hour no other change has, and rendering new buckets' labels took 12 % of the worker's profile samples
-#: at 2,000 changes/s (py-spy); a new bucket's key tail (default template) went from 7.7-7.9 to 4.6-4.7 µs
-#: (scratch ``tailmicro.py``, alternated runs). Padded as this platform's strftime pads them: glibc prints
-#: %Y unpadded below year 1000, others pad it to four digits.
-_FIELD_DIRECTIVES: Final = {
-    "Y": ("%04d" if datetime(5, 1, 1).strftime("%Y") == "0005" else "%d", "year"),
-    "m": ("%02d", "month"),
-    "d": ("%02d", "day"),
-    "H": ("%02d", "hour"),
-    "M": ("%02d", "minute"),
-    "S": ("%02d", "second"),
-}
-
-
-def label_renderer(spec: str) -> Callable[[datetime], str]:
-    """``spec``'s strftime rendering of a datetime: a %-format of its fields when every directive in
-    ``spec`` is a plain number (%Y %m %d %H %M %S, and %% for a percent sign), else ``strftime`` itself."""
-    fmt: list[str] = []
-    fields: list[str] = []
-    chars = iter(spec)
-    for char in chars:
-        if char != "%":
-            fmt.append(char)
-            continue
-        directive = next(chars, "")
-        if directive == "%":
-            fmt.append("%%")
-        elif directive in _FIELD_DIRECTIVES:
-            number, name = _FIELD_DIRECTIVES[directive]
-            fmt.append(number)
-            fields.append(name)
-        else:  # a name, a weekday, a zone, a trailing "%"...: what strftime prints for it
-            return lambda moment: moment.strftime(spec)
-    pattern = "".join(fmt)
-    if not fields:
-        constant = pattern % ()
-        return lambda _moment: constant
-    get = attrgetter(*fields)
-    if len(fields) == 1:
-        return lambda moment: pattern % (get(moment),)
-    return lambda moment: pattern % get(moment)
 
 
 class KeyTemplate:
@@ -139,8 +95,8 @@ class KeyTemplate:
                             separators.add(edge)
         self.separators = frozenset(separators)
         self._pieces = pieces
-        #: Per time field in the template: whether it is the bucket's start, and its label renderer.
-        self._time_labels = tuple((name == "start", label_renderer(spec)) for name, spec in time_specs)
+        #: Per time field in the template: whether it is the bucket's start, and its strftime spec.
+        self._time_labels = tuple((name == "start", spec) for name, spec in time_specs)
         self._time_cache: dict[int, tuple[str, ...]] = {}
         self._prefix_cache: dict[tuple[str, str, str], str] = {}
         # Most templates name the tenant before the times (the default does): then a key is a per-tenant
@@ -176,7 +132,10 @@ class KeyTemplate:
             start = datetime.fromtimestamp(bucket, UTC)
             local_start, local_end = start.astimezone(self._zone), (start + _HOUR).astimezone(self._zone)
             times = tuple(
-                [render(local_start if is_start else local_end) for is_start, render in self._time_labels]
+                [
+                    (local_start if is_start else local_end).strftime(spec)
+                    for is_start, spec in self._time_labels
+                ]
             )
             if len(self._time_cache) >= _CACHE_LIMIT:
                 self._time_cache.clear()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -296,31 +295,15 @@ class KeyspaceGuard:
             self._attempt = 0
             skip = len(self.channel_prefix)
             pruned = time.monotonic()
-            connection = pubsub.connection
-            assert connection is not None  # set by the subscribe above
-            while True:
-                # Replies straight from the subscribed connection: PubSub.get_message wraps each one in a
-                # retry-and-timing layer and a dict -- 7.9-10.9 µs of CPU a message against 3.5-5.2 µs
-                # (scratch psmicro2.py, redis-py 8.1, hiredis) -- and every cache fill and miss under the
-                # prefix is a message. What get_message(timeout=None) does besides is kept: the health-check
-                # PING when it is due, and a read without a timeout (math.inf: not the socket timeout). A
-                # broken connection raises here as there, and run() reconnects.
-                await pubsub.check_health()
-                reply = await connection.read_response(
-                    timeout=math.inf, disconnect_on_error=False, push_request=True
-                )
-                if not isinstance(reply, list) or len(reply) < 3:
-                    continue
-                kind = reply[0]
-                if kind == b"pmessage" and len(reply) == 4:  # [pmessage, pattern, channel, event]
-                    channel, data = reply[2], reply[3]
-                elif kind == b"message":  # [message, channel, payload]: an announcement
-                    data = reply[2]
-                    self.announced(data if isinstance(data, bytes) else str(data).encode())
-                    continue
-                else:  # subscribe confirmations
-                    continue
+            async for message in pubsub.listen():  # a broken connection raises here, and run() reconnects
+                kind, data = message["type"], message["data"]
                 payload = data if isinstance(data, bytes) else str(data).encode()
+                if kind == "message":  # an announcement
+                    self.announced(payload)
+                    continue
+                if kind != "pmessage":
+                    continue
+                channel = message["channel"]
                 key = (channel.decode() if isinstance(channel, bytes) else str(channel))[skip:]
                 await self.handle(key, payload)
                 if time.monotonic() - pruned > 5.0:

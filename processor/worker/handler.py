@@ -251,13 +251,10 @@ class BatchHandler:
             # Blocks (retrying) until Redis acknowledged: nothing below -- and no commit -- happens before.
             result.keys_deleted = await self._policy.retry("redis", lambda: self._invalidator.unlink(keys))
             acked_ms = self._clock() * 1000.0
-            self._metrics.commit_to_delete.observe_many(
-                [
-                    max(0.0, acked_ms - o.source_ts_ms) / 1000.0
-                    for o in outcomes
-                    if o is not None and o.redis_keys and o.source_ts_ms is not None
-                ]
-            )
+            observe = self._metrics.commit_to_delete.observe
+            for o in outcomes:
+                if o is not None and o.redis_keys and o.source_ts_ms is not None:
+                    observe(max(0.0, acked_ms - o.source_ts_ms) / 1000.0)
         return result
 
     async def publish(self, batch: PreparedBatch, result: BatchResult) -> BatchResult:

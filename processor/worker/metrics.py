@@ -6,9 +6,6 @@ can build many apps in one process without "Duplicated timeseries" errors.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Sequence
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -38,30 +35,6 @@ LATENCY_BUCKETS = (
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-
-class BatchHistogram(Histogram):
-    """A :class:`~prometheus_client.Histogram` that also takes a batch's observations at once.
-
-    ``observe`` per change took a lock, a sum and a bucket search each -- more than the core's own work
-    for the change on the worker's fast path. :meth:`observe_many` sorts the batch once (in C) and adds
-    one count per bucket; ``tests/unit/test_metrics.py`` checks it exposes what ``observe`` one by one
-    would."""
-
-    def observe_many(self, amounts: Sequence[float]) -> None:
-        if not amounts:
-            return
-        self._raise_if_not_observable()  # type: ignore[no-untyped-call]
-        ordered = sorted(amounts)
-        self._sum.inc(sum(ordered))
-        below = 0
-        for bucket, bound in zip(self._buckets, self._upper_bounds, strict=True):
-            # Histogram.observe counts an amount in the first bucket whose bound is >= it: this bucket
-            # takes the amounts <= bound not taken by a lower one (+Inf takes the rest, NaN included).
-            upto = len(ordered) if bound == float("inf") else bisect_right(ordered, bound, lo=below)
-            if upto > below:
-                bucket.inc(upto - below)
-            below = upto
 
 
 class WorkerMetrics:
@@ -148,7 +121,7 @@ class WorkerMetrics:
             registry=r,
         )
         self.redis_up = Gauge("slotguard_redis_up", "1 when the last Redis call succeeded.", registry=r)
-        self.commit_to_delete = BatchHistogram(
+        self.commit_to_delete = Histogram(
             "slotguard_commit_to_delete_seconds",
             "Seconds from the database commit (source.ts_ms) to Redis acknowledging the UNLINK.",
             buckets=LATENCY_BUCKETS,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import threading
 
 from slotguard.commands import add_logging_options, logging_overrides
 from slotguard.settings import load_settings
@@ -17,49 +16,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
-#: Seconds between two collections of the young generation (automatic collection is off); the middle
-#: generation is collected every :data:`GC_MIDDLE_EVERY`-th time, all of them every :data:`GC_FULL_EVERY`-th.
-#: Automatic collection ran on the young generation every 5,000 net allocations of container objects (700
-#: is CPython's default), and a batch keeps several per change alive until it is committed (librdkafka's
-#: message, the keys list, the row images an event is made from): every collection walked them again and
-#: moved them up, where the middle collections walked them once more. Almost nothing was garbage -- 30
-#: objects in a 300,000-change drain --, yet the collector took 0.45-0.61 s of a ~5.5 s drain (154-157
-#: collections, the longest 18-24 ms); by the clock ~10 times a drain for 0.07-0.19 s (two clock schedules
-#: measured; gc.callbacks, docs/worker.md, sixth round). Not a full collection every second: what lives on
-#: (the fast path's caches held ~40,000 tracked objects under a steady load of new windows until their
-#: entries became tuples) is walked then, 13-125 ms a second at 2,000 changes/s -- the e2e tail; by
-#: generation the young ones take 0.1-27 ms a second there, the full one 35.5 ms a minute. Cyclic garbage
-#: waits at most for its generation's turn (a minute for the oldest); nothing on the hot path makes cycles
-#: (dead letters keep no traceback, :mod:`processor.worker.handler`).
-GC_INTERVAL_S = 1.0
-GC_MIDDLE_EVERY = 10
-GC_FULL_EVERY = 60
+#: The young generation's allocation threshold (CPython's default is 700): a batch keeps a few container
+#: objects per change alive until it is committed, and each young collection walked them again.
+GC_YOUNG_THRESHOLD = 10_000
 
 
-def tune_gc(stop: threading.Event, interval: float = GC_INTERVAL_S) -> threading.Thread:
-    """Move everything built at start-up out of the collector's reach, turn automatic collection off and
-    collect on a daemon thread every ``interval`` seconds until ``stop`` is set; the thread."""
+def tune_gc() -> None:
+    """Move everything built at start-up out of the collector's reach (``gc.freeze``) and collect the
+    young generation less often; the collector itself stays CPython's."""
     gc.collect()
     gc.freeze()
-    gc.disable()
-    thread = threading.Thread(target=_collect_every, args=(stop, interval), name="slotguard-gc", daemon=True)
-    thread.start()
-    return thread
-
-
-def generation_due(tick: int) -> int:
-    """The oldest generation to collect at the ``tick``-th interval (from 1): CPython's own ratios, by the
-    clock instead of by allocation counts."""
-    if tick % GC_FULL_EVERY == 0:
-        return 2
-    return 1 if tick % GC_MIDDLE_EVERY == 0 else 0
-
-
-def _collect_every(stop: threading.Event, interval: float) -> None:
-    tick = 0
-    while not stop.wait(interval):
-        tick += 1
-        gc.collect(generation_due(tick))
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def use_event_loop(name: str) -> None:
@@ -98,13 +66,9 @@ def run(args: argparse.Namespace) -> int:
     # faust.Worker, not app.main(): main() would parse sys.argv as Faust's own CLI. The worker installs
     # SIGTERM/SIGINT handlers that stop the app cleanly (the consumer commits what was done).
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
-    stop_collecting = threading.Event()
-    tune_gc(stop_collecting)
+    tune_gc()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    finally:
-        stop_collecting.set()
-        gc.enable()
     return 0

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
-
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from processor.core.errors import UnsafeKeyPart
-from processor.core.keys import TenantGuard, label_renderer
+from processor.core.keys import TenantGuard
 from processor.core.resolver import InMemoryResolver, ServiceInfo
 from schemas.errors import ConfigError, InputError
 from tests.support.changes import appointment, config, envelope, run
@@ -38,38 +33,6 @@ def test_custom_template_with_its_own_time_format() -> None:
 
 #: Pieces of strftime specs: the directives rendered without strftime, others it must fall back for, and
 #: literal text (a lone trailing "%" included).
-_SPEC_PIECES = [
-    "%Y",
-    "%m",
-    "%d",
-    "%H",
-    "%M",
-    "%S",
-    "%%",
-    "%a",
-    "%j",
-    "%Z",
-    "%-H",
-    "-",
-    "_",
-    ":",
-    "T",
-    "h",
-    "{}",
-    "%",
-]
-
-
-@given(
-    pieces=st.lists(st.sampled_from(_SPEC_PIECES), max_size=8),
-    moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
-    zone=st.sampled_from(["UTC", "Europe/Berlin", "Asia/Kolkata", "America/St_Johns", "Asia/Kathmandu"]),
-)
-def test_a_bucket_label_is_what_strftime_renders(pieces: list[str], moment: datetime, zone: str) -> None:
-    """Every spec renders a bucket's time as ``strftime`` does, years below 1000 and odd zones included."""
-    spec = "".join(pieces)
-    local = moment.replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
-    assert label_renderer(spec)(local) == local.strftime(spec)
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ def test_any_exception_from_deriving_one_record_dead_letters_it_and_the_batch_go
     assert headers["slotguard.error.class"] == b"AttributeError"
     assert headers["slotguard.error"] == b"AttributeError: 'NoneType' object has no attribute 'company_id'"
     assert result.dead_lettered == 1
-    assert metrics.dlq.labels(error_class="AttributeError")._value.get() == 1
+    assert metrics.registry.get_sample_value("slotguard_dlq_total", {"error_class": "AttributeError"}) == 1
 
 
 def test_a_batch_is_marked_while_it_is_derived_and_unmarked_after() -> None:
@@ -98,7 +98,7 @@ def test_records_a_dead_worker_was_handling_are_retried_one_at_a_time_until_one_
     assert dict(publisher.sent[1][3])["slotguard.error"] == b"crashed the worker 3 times"
     assert redis.writes == [{"appts:0": orjson.dumps([7, 7, 0])}, {"appts:0": orjson.dumps([9, 9, 0])}]
     assert redis.fields == {}
-    assert metrics.crash_loops._value.get() == 1
+    assert metrics.registry.get_sample_value("slotguard_crash_loop_dead_letters_total") == 1
 
 
 def test_a_record_blamed_for_fewer_deaths_is_handled_and_its_death_count_goes_on() -> None:

@@ -100,7 +100,7 @@ def test_unlink_under_the_policy_retries_with_capped_backoff_until_redis_answers
     assert deleted == 3
     assert waits == [0.1, 0.2, 0.25]
     assert client.unlinked == [["a", "b", "c"]]
-    assert metrics.redis_retries._value.get() == 3
+    assert metrics.registry.get_sample_value("slotguard_redis_retries_total") == 3
 
 
 def test_unlink_error_message_never_shows_the_password() -> None:
@@ -238,7 +238,7 @@ def test_a_batch_unlinks_once_publishes_events_and_dead_letters_bad_records() ->
     assert dlq[2] == records[1].value
     assert dict(dlq[3])["slotguard.error.class"] == b"UnsafeKeyPart"
     assert (result.changes, result.dead_lettered, result.events, result.total_keys) == (3, 1, 2, 3)
-    assert metrics.commit_to_delete._sum.get() == pytest.approx(4.0)
+    assert metrics.registry.get_sample_value("slotguard_commit_to_delete_seconds_sum") == pytest.approx(4.0)
 
 
 class _Records(list[SourceRecord]):
@@ -307,7 +307,7 @@ def test_a_failed_publish_is_retried_and_the_batch_returns_only_once_kafka_ackno
     asyncio.run(processor.handle([SourceRecord("appts", 0, 0, b"1", _booked(1))]))
     assert publisher.flushed == 1
     assert [t for t, *_ in publisher.sent] == ["events", "events", "events"]  # sent once per attempt
-    assert metrics.publish_retries._value.get() == 2
+    assert metrics.registry.get_sample_value("slotguard_publish_retries_total") == 2
 
 
 def test_an_unexpected_error_in_a_batch_propagates_and_nothing_is_published() -> None:
