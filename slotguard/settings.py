@@ -225,7 +225,7 @@ class Settings(BaseSettings):
     broker_rebalance_timeout: float = Field(
         default=60.0,
         gt=0,
-        description="Seconds a rebalance waits for the workers to rejoin (librdkafka max.poll.interval.ms).",
+        description="Seconds a rebalance waits for the workers to rejoin (the consumer's rebalance timeout).",
     )
     broker_session_timeout: float = Field(
         default=30.0,
