@@ -175,6 +175,9 @@ class DevStack:
         self.write_env(info)
 
         if not infra_only:
+            on_event("topics", "starting")
+            self._declare_topics(info)
+            on_event("topics", "ready")
             pipeline_started: list[Part] = []
             try:
                 # The worker reads what the relay writes: start them in order, each once healthy.
@@ -188,6 +191,19 @@ class DevStack:
                 raise
             started.extend(pipeline_started)
         return UpResult(info=info, started=[p.name for p in started], already_running=running)
+
+    @staticmethod
+    def _declare_topics(info: StackInfo) -> None:
+        """Create the topics connectors/topics.yaml declares and the broker lacks, as `slotguard topics
+        apply` would, before the relay makes any with its own defaults: a fresh stack shows no drift."""
+        from slotguard.dev.kafka import run_sync
+        from slotguard.operate.topics import apply, default_file, load_specs
+        from slotguard.settings import load_settings
+        from slotguard.wiring import kafka_connection
+
+        settings = load_settings(kafka_bootstrap=info.kafka_bootstrap)
+        specs = load_specs(default_file(), settings)
+        run_sync(apply(kafka_connection(settings).aiokafka_options(), specs, dry_run=False, alter=False))
 
     @staticmethod
     def _await(part: Part, on_event: EventSink) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,20 @@ def test_dev_up_starts_the_relay_and_worker_too() -> None:
         up = _dev("up", base=base)
         pids = DevStack(base).pids()
         assert set(pids) == {"postgres", "kafka", "redis", "relay", "worker"}, up.stderr
+        # The topics are made as connectors/topics.yaml declares them: a fresh stack shows no drift.
+        env_file = DevStack(base).paths.env_file
+        stack_env = dict(
+            line.split("=", 1) for line in env_file.read_text().splitlines() if line.startswith("SLOTGUARD_")
+        )
+        topics = subprocess.run(
+            [str(SLOTGUARD), "topics", "apply", "--dry-run"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, **stack_env},
+        )
+        assert topics.returncode == 0, topics.stdout + topics.stderr
         processes = _processes_of(pids)
         _dev("down", base=base)
         _gone, alive = psutil.wait_procs(processes, timeout=10)
