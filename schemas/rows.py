@@ -5,7 +5,7 @@ service_id, starts_at, ends_at, status, deleted_at, ...)`` and ``services(id, co
 calcom_event_type_id, ...)``. Deployments whose columns are named differently set
 ``SLOTGUARD_APPOINTMENT_COLUMNS`` / ``SLOTGUARD_SERVICE_COLUMNS`` (logical field -> real column).
 
-Rows are frozen, slotted dataclasses rather than pydantic models: they are built once or twice per change
+Rows are frozen msgspec structs (made in C) rather than pydantic models: they are built once or twice per change
 on the hot path, from values the typed decoders below have already checked, so a second validation pass
 would only cost time. Ids are normalised to strings (``15`` and ``"15"`` are the same tenant); statuses
 to lower case.
@@ -14,10 +14,12 @@ to lower case.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any, Final
+
+import msgspec
+import msgspec.structs
 
 from schemas.temporal import TOAST_PLACEHOLDER, TemporalError, decode_instant
 
@@ -81,8 +83,7 @@ def column_tokens(columns: Iterable[str]) -> tuple[bytes, ...]:
     return tuple(json.dumps(column, ensure_ascii=False).encode() for column in columns)
 
 
-@dataclass(frozen=True, slots=True)
-class AppointmentRow:
+class AppointmentRow(msgspec.Struct, frozen=True, gc=False):
     """One image of an appointment row. ``unavailable`` names fields that held the TOAST placeholder
     (their value here is ``None``); :meth:`fill_unavailable` takes them from the other image."""
 
@@ -94,18 +95,17 @@ class AppointmentRow:
     ends_at: datetime | None
     status: str | None
     deleted_at: datetime | None
-    unavailable: frozenset[str] = frozenset()
+    unavailable: frozenset[str] = _NOTHING_UNAVAILABLE
 
     def fill_unavailable(self, other: AppointmentRow | None) -> AppointmentRow:
         """This image with unavailable fields taken from ``other`` where ``other`` has them."""
         if not self.unavailable or other is None:
             return self
         updates = {f: getattr(other, f) for f in self.unavailable if f not in other.unavailable}
-        return replace(self, unavailable=self.unavailable - updates.keys(), **updates)
+        return msgspec.structs.replace(self, unavailable=self.unavailable - updates.keys(), **updates)
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceRow:
+class ServiceRow(msgspec.Struct, frozen=True, gc=False):
     """One image of a service row."""
 
     id: str | None
@@ -127,8 +127,8 @@ class AppointmentReader:
         self._time_columns = tuple((f, c[f]) for f in ("starts_at", "ends_at", "deleted_at"))
         self._status = c["status"]
         self._all_columns = tuple(c.values())
-        #: The columns as JSON strings (``b'"company_id"'``): the core's duplicate-key check counts them.
-        self.tokens = column_tokens(self._all_columns)
+        #: The id columns as JSON strings (``b'"company_id"'``): the core's duplicate-key check counts them.
+        self.tokens = column_tokens(column for _field, column in self._id_columns)
 
     @property
     def columns(self) -> dict[str, str]:
@@ -138,12 +138,57 @@ class AppointmentReader:
         """Decode one image; ``semantics`` maps columns to Connect semantic names (empty for bare payloads).
 
         Raises :class:`RowError` naming the logical field on a value of the wrong kind."""
-        # Written out field by field (no per-field helper calls): this runs twice per change on the hot path.
         get = image.get
+        return self.read_values([get(column) for column in self._all_columns], semantics)
+
+    def read_values(self, values: Sequence[Any], semantics: Mapping[str, str]) -> AppointmentRow:
+        """:meth:`read` of an image given as its mapped columns' raw values, in :data:`APPOINTMENT_FIELDS`'
+        order (the typed decoder's row structs hold them so)."""
+        row_id, company, branch, service, starts, ends, status, deleted = values
+        # The common row -- integer ids, ISO times, a short status -- in straight-line code (this runs once
+        # or twice per change); anything else goes through the field-by-field checks.
+        if (
+            type(row_id) is int
+            and type(company) is int
+            and (branch is None or type(branch) is int)
+            and (service is None or type(service) is int)
+            and type(starts) is str
+            and (ends is None or type(ends) is str)
+            and (status is None or type(status) is str)
+            and deleted is None
+            and starts != TOAST_PLACEHOLDER
+            and ends != TOAST_PLACEHOLDER
+            and status != TOAST_PLACEHOLDER
+            and not semantics
+            and MIN_INT <= row_id <= MAX_INT
+            and MIN_INT <= company <= MAX_INT
+            and (branch is None or MIN_INT <= branch <= MAX_INT)
+            and (service is None or MIN_INT <= service <= MAX_INT)
+            and (status is None or len(status) <= MAX_STATUS_CHARS)
+        ):
+            zone = self._zone
+            try:
+                start_at = decode_instant(starts, None, zone)
+                end_at = decode_instant(ends, None, zone) if ends is not None else None
+            except TemporalError:
+                return self._read_each(values, semantics)  # words which time is wrong
+            return AppointmentRow(
+                str(row_id),
+                str(company),
+                str(branch) if branch is not None else None,
+                str(service) if service is not None else None,
+                start_at,
+                end_at,
+                status.strip().lower() if status is not None else None,
+                None,
+                _NOTHING_UNAVAILABLE,
+            )
+        return self._read_each(values, semantics)
+
+    def _read_each(self, values: Sequence[Any], semantics: Mapping[str, str]) -> AppointmentRow:
         unavailable: list[str] | None = None
         ids: list[str | None] = []
-        for field, column in self._id_columns:
-            raw = get(column)
+        for (field, _column), raw in zip(self._id_columns, values[:4], strict=True):
             if type(raw) is int and MIN_INT <= raw <= MAX_INT:  # the usual bigint id
                 ids.append(str(raw))
             elif raw is None or (type(raw) is str and len(raw) <= MAX_ID_CHARS):
@@ -155,8 +200,7 @@ class AppointmentReader:
                 ids.append(decode_id(field, raw))
         times: list[datetime | None] = []
         zone = self._zone
-        for field, column in self._time_columns:
-            raw = get(column)
+        for (field, column), raw in zip(self._time_columns, (values[4], values[5], values[7]), strict=True):
             if raw is None:
                 times.append(None)
             elif raw == TOAST_PLACEHOLDER:
@@ -167,7 +211,7 @@ class AppointmentReader:
                     times.append(decode_instant(raw, semantics.get(column) if semantics else None, zone))
                 except TemporalError as exc:
                     raise RowError(f"{field}: {exc}") from None
-        status = get(self._status)
+        status = values[6]
         if status is not None:
             if type(status) is not str:
                 raise RowError(f"status: expected a string, got {type(status).__name__}")

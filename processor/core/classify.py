@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Literal
 
+import msgspec
+
 from schemas.rows import AppointmentRow
 
 #: Fields whose change moves an occupied slot.
@@ -71,8 +73,7 @@ class StatusPolicy:
         return True
 
 
-@dataclass(frozen=True, slots=True)
-class Classification:
+class Classification(msgspec.Struct, frozen=True, gc=False):
     kind: Kind
     before: AppointmentRow | None = None
     after: AppointmentRow | None = None

@@ -14,6 +14,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from processor.core.classify import StatusPolicy
+from processor.core.decode import TypedDecoder
 from processor.core.keys import DEFAULT_MAX_TENANT_ID_LENGTH, KeyTemplate, TenantGuard
 from processor.core.window import HourWindow
 from schemas.errors import ConfigError
@@ -38,6 +39,8 @@ class CoreConfig:
     unknown_event_type: UnknownEventTypePolicy
     source_zone: tzinfo
     appointments_table: str = "appointments"
+    #: The typed decoder of the column mapping (``None``: every change takes the tolerant decoder).
+    typed: TypedDecoder | None = None
 
     @classmethod
     def build(
@@ -82,4 +85,5 @@ class CoreConfig:
             unknown_event_type=unknown_event_type,
             source_zone=source_zone,
             appointments_table=appointments_table,
+            typed=TypedDecoder.of(appointments.columns),
         )

@@ -3,7 +3,7 @@
 Both ``JsonConverter`` layouts are accepted: the bare envelope (``schemas.enable=false``) and
 ``{"schema": ..., "payload": ...}`` (``true``), whose schema also tells the unit of every timestamp.
 
-Two decoders, one result. The typed decoder (msgspec, :class:`TypedEnvelope`) reads the common change, a
+Two decoders, one result. The typed decoder (msgspec, :class:`TypedDecoder`) reads the common change, a
 bare envelope, in one C pass. Whatever it does not take -- a wrapped envelope, a value of a looser type
 (``"123"`` for a number), anything it refuses, nesting past its recursion limit -- goes to the tolerant
 decoder (orjson and the pydantic models of :mod:`schemas.envelope`), which accepts every shape the models
@@ -14,6 +14,7 @@ rows, rules, keys, events -- is one code path.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 
 from processor.core.errors import MalformedChange
 from schemas.envelope import ChangeEnvelope, SchemaEnvelope, column_semantics
+from schemas.rows import APPOINTMENT_FIELDS
 
 #: A signed 64-bit integer: the tolerant decoder's orjson refuses larger numbers, and msgspec would not.
 _Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
@@ -53,24 +55,50 @@ class _Transaction(msgspec.Struct, frozen=True, gc=False):
     data_collection_order: _Int | None = None
 
 
-class TypedEnvelope(msgspec.Struct, frozen=True, gc=False):
-    """A bare envelope, as :class:`schemas.envelope.ChangeEnvelope` reads it."""
+class TypedDecoder:
+    """The typed decoder of one column mapping: a bare envelope whose row images are structs of the mapped
+    columns only (the rest of an image is skipped, not built), in :data:`schemas.rows.APPOINTMENT_FIELDS`'
+    order -- :meth:`schemas.rows.AppointmentReader.read_values` reads them."""
 
-    op: Literal["c", "u", "d", "r", "t", "m"]
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
-    ts_ms: _Int | None = None
-    source: TypedSource | None = None
-    transaction: _Transaction | None = None
-    # A bare envelope that also has both keys is read as a wrapped one (by the tolerant path).
-    schema: Any = msgspec.UNSET
-    payload: Any = msgspec.UNSET
+    def __init__(self, columns: Mapping[str, str]) -> None:
+        row = msgspec.defstruct(
+            "TypedRow",
+            [(f, Any, None) for f in APPOINTMENT_FIELDS],
+            rename=dict(columns),
+            frozen=True,
+            gc=False,
+        )
+        self.envelope = msgspec.defstruct(
+            "TypedEnvelope",
+            [
+                ("op", Literal["c", "u", "d", "r", "t", "m"]),
+                ("before", row | None, None),
+                ("after", row | None, None),
+                ("ts_ms", _Int | None, None),
+                ("source", TypedSource | None, None),
+                ("transaction", _Transaction | None, None),
+                # A bare envelope that also has both keys is read as a wrapped one (by the tolerant path).
+                ("schema", Any, msgspec.UNSET),
+                ("payload", Any, msgspec.UNSET),
+            ],
+            frozen=True,
+            gc=False,
+        )
+        self.decode = msgspec.json.Decoder(self.envelope).decode
+
+    @classmethod
+    def of(cls, columns: Mapping[str, str]) -> TypedDecoder | None:
+        """The decoder, or ``None`` when the mapping cannot be one struct (two fields, one column)."""
+        try:
+            return cls(columns)
+        except (TypeError, ValueError):
+            return None
 
 
-#: What the rest of the core reads: either decoder's envelope (the same attributes).
-Envelope = ChangeEnvelope | TypedEnvelope
+#: What the rest of the core reads: either decoder's envelope (the same attributes; a typed envelope's
+#: images are structs of the mapped columns, a tolerant one's are dicts).
+Envelope = Any
 
-_decode_typed = msgspec.json.Decoder(TypedEnvelope).decode
 
 _NO_SEMANTICS: dict[str, str] = {}
 
@@ -86,6 +114,8 @@ class DecodedEnvelope:
 
     envelope: Envelope
     semantics: dict[str, str] = field(default_factory=dict)
+    #: Whether the typed decoder read it: its row images are then structs of the mapped columns.
+    typed: bool = False
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -106,13 +136,16 @@ def load_json(value: bytes | str | None) -> Any:
 
 
 def may_repeat_keys(value: bytes | str, tokens: tuple[bytes, ...], images: int) -> bool:
-    """Whether a row image of ``value`` may name a column twice (cheap; :func:`reject_duplicate_keys` is
-    the exact check). A column's name stands once per row image in a bare envelope; more often, or any
+    """Whether a row image of ``value`` may name an id column twice (cheap; :func:`reject_duplicate_keys`
+    is the exact check). A column's name stands once per row image in a bare envelope; more often, or any
     ``\\u`` escape (which can spell a name without its letters), and the exact check decides."""
     raw = value.encode() if isinstance(value, str) else value
     if b"\\u" in raw:
         return True
-    return any(raw.count(token) > images for token in tokens)
+    for token in tokens:  # noqa: SIM110 -- a loop, not any() over a generator: this runs per change
+        if raw.count(token) > images:
+            return True
+    return False
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -138,7 +171,7 @@ def reject_duplicate_keys(value: bytes | str) -> None:
         raise MalformedChange(f"not JSON: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _typed(value: bytes | str) -> TypedEnvelope | None:
+def _typed(value: bytes | str, decoder: TypedDecoder) -> Any:
     """The typed decoder: the envelope, or ``None`` when the tolerant decoder must decide."""
     if type(value) is bytes and not value.isascii():
         try:
@@ -146,7 +179,7 @@ def _typed(value: bytes | str) -> TypedEnvelope | None:
         except UnicodeDecodeError:
             return None
     try:
-        env = _decode_typed(value)
+        env: Any = decoder.decode(value)
     except (msgspec.DecodeError, RecursionError):
         # RecursionError: msgspec skips an unread field by recursing, as deep as it nests.
         return None
@@ -160,13 +193,13 @@ def _typed(value: bytes | str) -> TypedEnvelope | None:
     return env
 
 
-def decode_envelope(value: bytes | str | None) -> DecodedEnvelope | None:
+def decode_envelope(value: bytes | str | None, typed: TypedDecoder | None = None) -> DecodedEnvelope | None:
     """Decode a Debezium change event. ``None`` for a tombstone (null value, or a null schema payload)."""
     if value is None:
         return None
-    typed = _typed(value)
-    if typed is not None:
-        return DecodedEnvelope(typed, _NO_SEMANTICS)
+    env = _typed(value, typed) if typed is not None else None
+    if env is not None:
+        return DecodedEnvelope(env, _NO_SEMANTICS, typed=True)
     data = load_json(value)
     if data is None:
         return None

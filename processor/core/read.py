@@ -8,7 +8,8 @@ so the worker can fetch what its resolver lacks for a whole batch before anythin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
+from msgspec.structs import astuple
 
 from processor.core.classify import REPLICA_IDENTITY_FIX, Classification, Kind, classify
 from processor.core.config import CoreConfig
@@ -22,9 +23,10 @@ from processor.core.decode import (
 from processor.core.errors import MalformedChange
 from schemas.rows import AppointmentRow, RowError
 
+_NONE: dict[str, str] = {}
 
-@dataclass(frozen=True, slots=True)
-class ReadChange:
+
+class ReadChange(msgspec.Struct, frozen=True, gc=False):
     """One change, read: its op and commit time, and -- when it touches a slot -- its classification.
 
     ``classification`` is ``None`` for tombstones, snapshot reads, truncates, messages and updates that
@@ -59,10 +61,15 @@ def _rows(
     decoded: DecodedEnvelope, config: CoreConfig
 ) -> tuple[AppointmentRow | None, AppointmentRow | None]:
     env = decoded.envelope
-    read = config.appointments.read
+    reader = config.appointments
     try:
-        before = read(env.before, decoded.semantics) if env.before is not None else None
-        after = read(env.after, decoded.semantics) if env.after is not None else None
+        if decoded.typed:  # row structs of the mapped columns, in APPOINTMENT_FIELDS' order
+            read_values = reader.read_values
+            before = read_values(astuple(env.before), _NONE) if env.before is not None else None
+            after = read_values(astuple(env.after), _NONE) if env.after is not None else None
+        else:
+            before = reader.read(env.before, decoded.semantics) if env.before is not None else None
+            after = reader.read(env.after, decoded.semantics) if env.after is not None else None
     except RowError as exc:
         raise MalformedChange(f"{config.appointments_table} row: {exc}") from None
     # Unchanged TOASTed columns arrive as a placeholder: take them from the other image.
@@ -77,7 +84,7 @@ def read_change(value: bytes | str | None, config: CoreConfig) -> ReadChange:
     """Read one Kafka message value of the appointments topic (``None`` = tombstone).
 
     Raises :class:`~processor.core.errors.MalformedChange` (an :class:`~schemas.errors.InputError`)."""
-    decoded = decode_envelope(value)
+    decoded = decode_envelope(value, config.typed)
     if decoded is None:
         return ReadChange(op=None, source_ts_ms=None)
     env = decoded.envelope
@@ -100,7 +107,9 @@ def read_change(value: bytes | str | None, config: CoreConfig) -> ReadChange:
         env.op == "u"
         and env.before is not None
         and env.after is not None
-        and config.appointments.unchanged(env.before, env.after)
+        and (
+            env.before == env.after if decoded.typed else config.appointments.unchanged(env.before, env.after)
+        )
     ):
         # The common update (notes, updated_at, customer...) leaves every column we read alone: nothing.
         return ReadChange(env.op, ts_ms)

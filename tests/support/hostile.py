@@ -172,7 +172,7 @@ def _unknown_op(rng: random.Random) -> bytes:
 
 def _duplicate_keys(rng: random.Random) -> bytes:
     # Two company ids in one image: a parser that keeps the first and one that keeps the last disagree.
-    column = rng.choice(("company_id", "branch_id", "service_id", "starts_at"))
+    column = rng.choice(("id", "company_id", "branch_id", "service_id"))
     return _dumps(valid_change(rng)).replace(
         f'"{column}":'.encode(), f'"{column}":16,"{column}":'.encode(), 1
     )

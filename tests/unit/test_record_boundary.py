@@ -50,7 +50,8 @@ def test_any_exception_from_deriving_one_record_dead_letters_it_and_the_batch_go
     real = handler_module.derive  # type: ignore[attr-defined]
 
     def derive(read: ReadChange, *args: Any) -> Any:
-        if read.envelope is not None and read.envelope.after is not None and read.envelope.after["id"] == 2:
+        after = read.classification.after if read.classification is not None else None
+        if after is not None and after.id == "2":
             raise AttributeError("'NoneType' object has no attribute 'company_id'\nsecond line")
         return real(read, *args)
 
