@@ -6,7 +6,8 @@ exactly as the booking app does (a miss computes the answer from Postgres, waits
 then ``SET … EX 300``), customers book what they were shown, movers reschedule, cancel, soft-delete and clear
 slots as each booking source's SQL. A checker compares every cached answer with Postgres' committed truth
 (``slotguard/sim/checker.py``). ``--mode`` picks how the cache is kept honest, ``--compare`` runs every mode
-back to back on the same seeded workload. At the end the stack is stopped unless ``--keep-running``.
+back to back on the same seeded workload; by default the TTL-only cache runs first as the baseline, and a
+sentence per mode says how it compares with the goal. At the end the stack is stopped unless ``--keep-running``.
 ``--walkthrough`` is the three-step tour instead (one booking, reschedule, cancel).
 """
 
@@ -44,6 +45,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "(default); lease: readers fill through leases",
     )
     parser.add_argument("--compare", action="store_true", help="run every mode back to back, one table")
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="run only --mode (by default the TTL-only cache runs first, as the baseline it is judged by)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--seed", type=int, default=7, help="workload seed (default: 7)")
     parser.add_argument(
@@ -77,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
         info = start_stack(console, stack)
         if args.walkthrough:
             return walk(console, settings, stack, info, dir_option)
-        names = list(MODES) if args.compare else [args.mode]
+        if args.compare:
+            names = list(MODES)
+        elif args.baseline and args.mode != "ttl-only":
+            names = ["ttl-only", args.mode]
+        else:
+            names = [args.mode]
         # The stack's own servers, whatever the environment points at.
         on_stack = load_settings(
             database_url=info.database_url,
@@ -100,7 +112,7 @@ def simulate(
 ) -> int:
     from slotguard.sim.business import Workload
     from slotguard.sim.engine import Tally
-    from slotguard.sim.report import comparison_table, live_table
+    from slotguard.sim.report import comparison_table, live_table, verdict
     from slotguard.sim.runner import simulate as run_modes
 
     workload = Workload(seconds=args.seconds, seed=args.seed)
@@ -123,6 +135,8 @@ def simulate(
             restore_worker=not args.down,
         )
     console.print(comparison_table(result["modes"]))
+    for sentence in verdict(result["modes"]):
+        console.print(sentence, markup=False, highlight=False)
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
         console.print(f"figures written to {args.json}")

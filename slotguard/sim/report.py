@@ -63,6 +63,37 @@ def comparison_table(modes: Mapping[str, Mapping[str, Any]], title: str = "slotg
     return table
 
 
+#: The goal a kept-honest cache meets: stale reads at most this share of the TTL-only cache's, and none after
+#: the worker's delete.
+GOAL_SHARE = 0.01
+
+
+def verdict(modes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One sentence per mode measured beside the TTL-only baseline: how stale it was, against the goal."""
+    base = modes.get("ttl-only")
+    if base is None:
+        return []
+    baseline = int(base.get("stale_reads") or 0)
+    sentences = []
+    for name, figures in modes.items():
+        if name == "ttl-only":
+            continue
+        stale = int(figures.get("stale_reads") or 0)
+        after = int(figures.get("stale_reads_after_delete") or 0)
+        share = stale / baseline if baseline else 0.0
+        met = share <= GOAL_SHARE and after == 0
+        sentences.append(
+            f"{name}: {stale:,} stale reads against {baseline:,} with the TTL alone ({share:.2%}), "
+            f"{after:,} after the worker's delete -- "
+            + (
+                "the goal is met (at most 1 %, none after the delete)."
+                if met
+                else "the goal (at most 1 %, none after the delete) is NOT met."
+            )
+        )
+    return sentences
+
+
 def live_table(mode: str, tally: Tally, elapsed: float, seconds: float) -> Table:
     table = Table(title=f"mode {mode} · {elapsed:.0f}/{seconds:.0f} s", box=None, title_justify="left")
     table.add_column("reads", justify="right")
