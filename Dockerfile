@@ -2,12 +2,12 @@
 FROM python:3.11-slim
 WORKDIR /src
 # Only what the package needs: the build context may hold local state (.slotguard/, .venv/).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml requirements.lock README.md ./
 COPY slotguard ./slotguard
 COPY processor ./processor
 COPY connectors ./connectors
 COPY schemas ./schemas
-RUN pip install --no-cache-dir . && cd / && rm -rf /src \
+RUN pip install --no-cache-dir -c requirements.lock . && cd / && rm -rf /src \
     && useradd --system --create-home slotguard \
     && mkdir /data && chown slotguard /data
 
