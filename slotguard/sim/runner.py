@@ -13,14 +13,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.errors import DependencyError
-from slotguard.bench.run import machine
+from slotguard.bench.run import commit, machine
 from slotguard.dev.procs import RssPeaks
 from slotguard.dev.stack import DevStack, StackInfo
 from slotguard.operate.kafka_group import committed_and_end_offsets, quiet_kafka_client
@@ -204,4 +204,10 @@ def simulate(
         if restore_worker:
             on_event("stack", "restarting the worker with the configured settings")
             stack.restart_worker({})
-    return {"modes": results, "workload": workload.as_dict(), "machine": machine()}
+    return {
+        "modes": results,
+        "workload": workload.as_dict(),
+        "machine": machine(),
+        "commit": commit(),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -16,7 +16,7 @@ from processor.core.derive import derive, process_change
 from processor.core.outcome import Outcome
 from processor.core.read import read_change
 from schemas.errors import InputError
-from schemas.rows import AppointmentRow
+from schemas.rows import APPOINTMENT_FIELDS, AppointmentRow
 from tests.support.changes import appointment, config, envelope, resolver
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -223,17 +223,7 @@ wide_json = st.builds(
     st.integers(1, 50_000),
     st.sampled_from([b"1", b'"x"', b"{}", b"[]", b"null"]),
 )
-_COLUMNS = [
-    "id",
-    "company_id",
-    "branch_id",
-    "service_id",
-    "starts_at",
-    "ends_at",
-    "status",
-    "deleted_at",
-    "notes",
-]
+_COLUMNS = [*APPOINTMENT_FIELDS, "notes"]
 
 
 @st.composite
