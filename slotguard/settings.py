@@ -172,7 +172,7 @@ class Settings(BaseSettings):
     )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop",
-        description="The worker's event loop: uvloop (libuv; drains ~15 % faster on 2 cores, docs/worker.md) or "
+        description="The worker's event loop: uvloop (libuv; less of each step goes to the loop itself) or "
         "the standard library's asyncio.",
     )
     redis_ca_file: Path | None = Field(
@@ -258,7 +258,8 @@ class Settings(BaseSettings):
         default=10,
         ge=1,
         description="Debezium poll.interval.ms: how long the connector waits for changes before a batch "
-        "(Debezium's own default, 500, adds up to that much latency; stay at >= 5 ms on small machines).",
+        "(Debezium's own default, 500, adds up to that much latency; a few milliseconds at least on small "
+        "machines, where lower values make the relay, broker and worker busy-poll each other).",
     )
     heartbeat_interval_ms: int = Field(default=10_000, ge=0, description="Debezium heartbeat.interval.ms.")
     relay_heap_mb: int = Field(
@@ -410,7 +411,7 @@ def update_readme(path: Path) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # `python -m slotguard.settings` prints the table; `... README.md` rewrites it in place.
+    # `python -m slotguard.settings` prints the table; `... docs/configuration.md` rewrites it in place.
     import sys
 
     if len(sys.argv) > 1:

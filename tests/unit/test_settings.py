@@ -10,7 +10,7 @@ from schemas.errors import ConfigError
 from schemas.redact import redact_url
 from slotguard.settings import Settings, load_settings, settings_markdown_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_settings_are_read_from_the_slotguard_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,13 +66,13 @@ def test_derived_topics_follow_debezium_naming() -> None:
     assert settings.services_topic == "shop.booking.services"
 
 
-def test_readme_configuration_table_matches_the_settings_model() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_the_configuration_table_matches_the_settings_model() -> None:
+    text = CONFIGURATION.read_text(encoding="utf-8")
     start, end = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
-    assert start in text, "README.md lacks the settings-table start marker"
-    assert end in text, "README.md lacks the settings-table end marker"
+    assert start in text, "docs/configuration.md lacks the settings-table start marker"
+    assert end in text, "docs/configuration.md lacks the settings-table end marker"
     current = text.split(start, 1)[1].split(end, 1)[0].strip()
     assert current == settings_markdown_table(), (
-        "README configuration table is out of date; regenerate it with "
-        "`.venv/bin/python -m slotguard.settings` and paste it between the markers"
+        "docs/configuration.md's table is out of date; regenerate it with "
+        "`.venv/bin/python -m slotguard.settings docs/configuration.md`"
     )
