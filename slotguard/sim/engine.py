@@ -42,6 +42,14 @@ from slotguard.sim.business import (
 from slotguard.sim.checker import Checker
 
 
+def invalidated_by(timestamp_ms: int, offset: float) -> float:
+    """When an event's keys were certainly gone, on the checker's clock: its record timestamp, in whole
+    milliseconds and taken after Redis acknowledged the UNLINK, rounded *up* -- a read sent in the same
+    millisecond as the append may still have reached Redis before the delete, and a read called stale
+    after the delete must certainly have been."""
+    return (timestamp_ms + 1) / 1000 - offset
+
+
 @dataclass(frozen=True)
 class EventsFeed:
     """Where the worker publishes its events (aiokafka client options and the topic)."""
@@ -254,7 +262,7 @@ class Simulation:
         # Wall clock -> this run's monotonic clock (the checker's), fixed once.
         offset = time.time() - self.clock()
         async for record in follow_from_end(self.events.options, self.events.topic, ready):
-            self._invalidated(by_tenant, record.value, record.timestamp / 1000 - offset)
+            self._invalidated(by_tenant, record.value, invalidated_by(record.timestamp, offset))
 
     def _invalidated(
         self, by_tenant: dict[tuple[str, str, str], int], value: bytes | None, at: float

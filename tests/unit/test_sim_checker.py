@@ -134,3 +134,12 @@ def test_percentile_is_nearest_rank_and_none_for_nothing() -> None:
     assert percentile([], 0.5) is None
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
+
+
+def test_an_invalidation_counts_from_the_end_of_its_timestamps_millisecond() -> None:
+    """A record timestamp is whole milliseconds: a read sent within that millisecond may have reached
+    Redis before the delete, so it is not counted as after the delete."""
+    from slotguard.sim.engine import invalidated_by
+
+    assert invalidated_by(1_000, 0.0) == 1.001
+    assert invalidated_by(1_000, 0.5) == pytest.approx(0.501)
