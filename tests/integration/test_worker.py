@@ -277,4 +277,10 @@ def test_missing_event_type_falls_back_to_postgres(
 
     wait_keys_gone(redis_client, direct + widened, worker)
     assert still_there(redis_client, untouched) == untouched
+    # Counted when the batch's events are acknowledged, which may be after its keys are gone.
+    wait_until(
+        lambda: worker.metric("slotguard_unknown_event_types_total") >= 1,
+        timeout=30,
+        what=lambda: f"unknown_event_types_total {worker.metric('slotguard_unknown_event_types_total')}",
+    )
     assert worker.metric("slotguard_unknown_event_types_total") == 1
