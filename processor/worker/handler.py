@@ -86,8 +86,7 @@ def _without_tracebacks(error: InputError) -> InputError:
 
     A traceback holds the frames it passed, and through them ``prepare``'s frame, whose locals hold the
     batch and the error itself: a cycle that kept the whole batch alive until the cycle collector's next
-    run (by the clock in the worker: up to ten seconds for a batch alive at a young collection,
-    ``slotguard.commands.worker``). A dead letter needs only the error's class and text."""
+    run reached its generation. A dead letter needs only the error's class and text."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
@@ -136,8 +135,8 @@ class BatchHandler:
         return await self.complete(await self.prepare(records))
 
     async def prepare(self, records: Sequence[Record]) -> PreparedBatch:
-        """Read and derive every change (Postgres lookups for the reference path's unknown services
-        included); nothing is deleted or published yet, so the consumer may prepare the next batch while
+        """Read and derive every change (Postgres lookups for services the resolver lacks included);
+        nothing is deleted or published yet, so the consumer may prepare the next batch while
         the previous one is completing.
 
         Whatever a record makes fail goes to the dead-letter topic (:func:`record_error`); with a crash
@@ -303,8 +302,7 @@ class BatchHandler:
         m.batches.inc()
         m.keys_requested.inc(result.total_keys)
         m.keys_deleted.inc(result.keys_deleted)
-        # Counted per batch, one labels() call per distinct label set: per change it cost more than the
-        # core's own work on the fast path.
+        # Counted per batch: one labels() call per distinct label set, not one per change.
         by_outcome: Counter[tuple[str, str]] = Counter()
         by_type: Counter[str] = Counter()
         unresolved = 0

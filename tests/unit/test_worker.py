@@ -250,7 +250,7 @@ def test_a_batch_with_dead_letters_is_freed_without_the_cycle_collector() -> Non
     processor = _handler(Settings(), _Invalidator(), _Publisher(), WorkerMetrics())
     records = _Records(
         [
-            SourceRecord("appts", 0, 0, b"x", b"{not json"),  # the reference path's read refuses it
+            SourceRecord("appts", 0, 0, b"x", b"{not json"),  # the core's read refuses it
             SourceRecord("appts", 0, 1, b"y", _booked(3, company="15*")),  # its derive refuses it
             SourceRecord("appts", 0, 2, b"1", _booked(1)),
         ]
