@@ -144,48 +144,6 @@ class AppointmentReader:
     def read_values(self, values: Sequence[Any], semantics: Mapping[str, str]) -> AppointmentRow:
         """:meth:`read` of an image given as its mapped columns' raw values, in :data:`APPOINTMENT_FIELDS`'
         order (the typed decoder's row structs hold them so)."""
-        row_id, company, branch, service, starts, ends, status, deleted = values
-        # The common row -- integer ids, ISO times, a short status -- in straight-line code (this runs once
-        # or twice per change); anything else goes through the field-by-field checks.
-        if (
-            type(row_id) is int
-            and type(company) is int
-            and (branch is None or type(branch) is int)
-            and (service is None or type(service) is int)
-            and type(starts) is str
-            and (ends is None or type(ends) is str)
-            and (status is None or type(status) is str)
-            and deleted is None
-            and starts != TOAST_PLACEHOLDER
-            and ends != TOAST_PLACEHOLDER
-            and status != TOAST_PLACEHOLDER
-            and not semantics
-            and MIN_INT <= row_id <= MAX_INT
-            and MIN_INT <= company <= MAX_INT
-            and (branch is None or MIN_INT <= branch <= MAX_INT)
-            and (service is None or MIN_INT <= service <= MAX_INT)
-            and (status is None or len(status) <= MAX_STATUS_CHARS)
-        ):
-            zone = self._zone
-            try:
-                start_at = decode_instant(starts, None, zone)
-                end_at = decode_instant(ends, None, zone) if ends is not None else None
-            except TemporalError:
-                return self._read_each(values, semantics)  # words which time is wrong
-            return AppointmentRow(
-                str(row_id),
-                str(company),
-                str(branch) if branch is not None else None,
-                str(service) if service is not None else None,
-                start_at,
-                end_at,
-                status.strip().lower() if status is not None else None,
-                None,
-                _NOTHING_UNAVAILABLE,
-            )
-        return self._read_each(values, semantics)
-
-    def _read_each(self, values: Sequence[Any], semantics: Mapping[str, str]) -> AppointmentRow:
         unavailable: list[str] | None = None
         ids: list[str | None] = []
         for (field, _column), raw in zip(self._id_columns, values[:4], strict=True):

@@ -23,8 +23,6 @@ from processor.core.decode import (
 from processor.core.errors import MalformedChange
 from schemas.rows import AppointmentRow, RowError
 
-_NONE: dict[str, str] = {}
-
 
 class ReadChange(msgspec.Struct, frozen=True, gc=False):
     """One change, read: its op and commit time, and -- when it touches a slot -- its classification.
@@ -65,8 +63,8 @@ def _rows(
     try:
         if decoded.typed:  # row structs of the mapped columns, in APPOINTMENT_FIELDS' order
             read_values = reader.read_values
-            before = read_values(astuple(env.before), _NONE) if env.before is not None else None
-            after = read_values(astuple(env.after), _NONE) if env.after is not None else None
+            before = read_values(astuple(env.before), decoded.semantics) if env.before is not None else None
+            after = read_values(astuple(env.after), decoded.semantics) if env.after is not None else None
         else:
             before = reader.read(env.before, decoded.semantics) if env.before is not None else None
             after = reader.read(env.after, decoded.semantics) if env.after is not None else None
