@@ -6,7 +6,6 @@ import hashlib
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,9 @@ from tests.integration.worker_harness import (
     WorkerProcess,
     change,
     make_topics,
-    new_topics,
     produce,
     read_topic,
     row,
-    service_change,
     still_there,
     window_keys,
     worker_settings,
@@ -41,34 +38,19 @@ HOSTILE = 5000
 VALID_EVERY = 50
 
 
-@pytest.fixture
-def topics(dev_stack: Any, unique_name: Callable[[str], str]) -> Topics:
-    t = new_topics(unique_name)
-    make_topics(dev_stack.kafka_bootstrap, {t.appointments: 2, t.services: 1, t.events: 1, t.dlq: 1})
-    produce(dev_stack.kafka_bootstrap, t.services, [(b"7", service_change(7, 15, 123), None)])
-    return t
-
-
-@pytest.fixture
-def worker_log(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
-
-
 def test_a_seeded_flood_of_hostile_records_neither_stops_the_worker_nor_loses_a_valid_change(
     dev_stack: Any,
     topics: Topics,
     key_prefix: str,
     redis_client: redis.Redis,
-    worker_log: list[WorkerProcess],
+    workers: list[WorkerProcess],
     tmp_path: Path,
 ) -> None:
     """5,000 hostile records of every class in tests/support/hostile.py, with a valid booking after every
     50th: the worker keeps its pid and /healthz 200 throughout, every hostile record is dead-lettered
     exactly once with its reason (a too-large one truncated, with its size and SHA-256), every valid
     booking's keys are gone, and no key of another tenant is touched."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 2})
     hostile = hostile_records(SEED, HOSTILE)
     assert len({h.cls for h in hostile}) == len(CLASSES) >= 20
     records: list[tuple[bytes | None, bytes | None, int | None]] = []
@@ -92,7 +74,7 @@ def test_a_seeded_flood_of_hostile_records_neither_stops_the_worker_nor_loses_a_
     produce(dev_stack.kafka_bootstrap, topics.appointments, records, max_request_size=8 << 20)
 
     worker = WorkerProcess(worker_settings(dev_stack, topics, key_prefix), tmp_path / "worker.log")
-    worker_log.append(worker)
+    workers.append(worker)
     pid = worker.proc.pid
     worker.wait_assigned()
     health_seen: list[int] = []
@@ -145,12 +127,13 @@ def test_a_record_that_kills_the_worker_three_times_is_dead_lettered_on_the_next
     topics: Topics,
     key_prefix: str,
     redis_client: redis.Redis,
-    worker_log: list[WorkerProcess],
+    workers: list[WorkerProcess],
     tmp_path: Path,
 ) -> None:
     """A record the worker dies on outright (SIGKILL while deriving it, as a segfault would) kills it three
     starts in a row; the fourth start dead-letters it with "crashed the worker 3 times", counts it in a
     metric, handles the records around it and stays up."""
+    make_topics(dev_stack.kafka_bootstrap, {topics.appointments: 1})
     first, poison, last = BASE, BASE + timedelta(days=1), BASE + timedelta(days=2)
     around = window_keys(key_prefix, 15, 1, 123, first) + window_keys(key_prefix, 15, 1, 123, last)
     for key in around:
@@ -166,7 +149,7 @@ def test_a_record_that_kills_the_worker_three_times_is_dead_lettered_on_the_next
     command = ("-m", "tests.support.crashing_worker")
     for death in range(1, 4):
         worker = WorkerProcess(settings, tmp_path / f"worker{death}.log", command)
-        worker_log.append(worker)
+        workers.append(worker)
         try:
             code = worker.proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
@@ -177,7 +160,7 @@ def test_a_record_that_kills_the_worker_three_times_is_dead_lettered_on_the_next
         assert still_there(redis_client, around) == around, "keys deleted before the batch was handled"
 
     worker = WorkerProcess(settings, tmp_path / "worker4.log", command)
-    worker_log.append(worker)
+    workers.append(worker)
     wait_until(
         lambda: worker.alive_or_fail() and not still_there(redis_client, around),
         timeout=120,
