@@ -44,6 +44,8 @@ class ConnectorSettings(Protocol):
     def heartbeat_interval_ms(self) -> int: ...
     @property
     def poll_interval_ms(self) -> int: ...
+    @property
+    def heartbeat_action_query(self) -> str: ...
 
 
 #: Name of the Connect connector, and of the embedded engine (Debezium keys stored offsets by it).
@@ -65,6 +67,10 @@ TOPIC_PARTITIONS = 1
 
 #: Debezium's default heartbeat topic prefix, set explicitly so :func:`heartbeat_topic` cannot drift.
 HEARTBEAT_TOPIC_PREFIX = "__debezium-heartbeat"
+
+#: Prefix of the logical decoding messages :attr:`ConnectorSettings.heartbeat_action_query` writes by
+#: default; excluded, so they move the slot without becoming records.
+HEARTBEAT_MESSAGE_PREFIX = "slotguard-heartbeat"
 
 #: ``initial`` snapshot, but only of ``services``: the worker's event-type table wants every service,
 #: while an appointments snapshot would be read records (op=r) the worker ignores anyway.
@@ -174,8 +180,18 @@ def connector_properties(settings: ConnectorSettings, target: PostgresTarget) ->
         # Debezium's default (500 ms) is added to every change's latency when the table is quiet.
         "poll.interval.ms": str(settings.poll_interval_ms),
         "topic.heartbeat.prefix": HEARTBEAT_TOPIC_PREFIX,
+        "message.prefix.exclude.list": HEARTBEAT_MESSAGE_PREFIX,
+        # On Postgres >= 17 the slot is a failover slot: a standby with sync_replication_slots keeps it, so
+        # a failover does not lose the stream (ignored before 17).
+        "slot.failover": "true",
+        # Compare the stored offset with the slot at start: a slot recreated behind the connector's back
+        # (its WAL from the offset on gone) stops the connector instead of skipping the gap in silence.
+        "offset.mismatch.strategy": "trust_offset",
         **converter_properties(),
     }
+    if settings.heartbeat_action_query:
+        # Without it an idle captured table never moves the slot: Debezium confirms LSNs on events only.
+        props["heartbeat.action.query"] = settings.heartbeat_action_query
     if target.sslmode:
         props["database.sslmode"] = target.sslmode
     return props

@@ -98,6 +98,27 @@ class ConnectClient:
     def restart_connector(self, name: str) -> None:
         self._request("POST", f"/connectors/{quote(name, safe='')}/restart")
 
+    # Offsets (Kafka >= 3.6, KIP-875): read them any time; reset them only while the connector is STOPPED.
+
+    def offsets(self, name: str) -> list[dict[str, Any]]:
+        """The source offsets the connector stored: ``[{"partition": {...}, "offset": {...}}, ...]``."""
+        _, body = self._request("GET", f"/connectors/{quote(name, safe='')}/offsets")
+        try:
+            return [dict(entry) for entry in body["offsets"]]
+        except (KeyError, TypeError, ValueError):
+            raise ConnectApiError(f"GET /connectors/{name}/offsets: unexpected answer shape") from None
+
+    def stop(self, name: str) -> None:
+        """Stop the connector and its tasks, keeping its configuration (state STOPPED)."""
+        self._request("PUT", f"/connectors/{quote(name, safe='')}/stop")
+
+    def reset_offsets(self, name: str) -> None:
+        """Delete every stored offset of a STOPPED connector: it starts afresh on resume."""
+        self._request("DELETE", f"/connectors/{quote(name, safe='')}/offsets")
+
+    def resume(self, name: str) -> None:
+        self._request("PUT", f"/connectors/{quote(name, safe='')}/resume")
+
 
 def _message(raw: bytes) -> str:
     """Connect's error body is ``{"error_code": 409, "message": "..."}``; one line of it."""

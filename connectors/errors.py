@@ -27,3 +27,15 @@ class JavaNotFound(RelayStartError):
 
 class ConnectApiError(DependencyError):
     """Kafka Connect's REST API could not be reached or refused a request."""
+
+
+class SourceStateError(DependencyError):
+    """The connector's stored position or its replication slot is not as recovery needs it."""
+
+
+class SourceGapError(DependencyError):
+    """The change stream has a gap: the stored position is no longer available in the replication slot."""
+
+
+class SourceUnreachable(DependencyError):
+    """Postgres could not be reached to compare the stored position with the replication slot."""

@@ -31,6 +31,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "connector",
         "Render, register, inspect or restart the Debezium connector on Kafka Connect.",
     ),
+    "source": ("source", "Check the change stream for a gap (a lost replication slot) and recover from it."),
+    "flush": (
+        "flush",
+        "Delete cached keys by pattern (all, a company's, a branch's): counted, confirmed, resumable.",
+    ),
     "demo": (
         "demo",
         "Simulate a booking business on the local stack and measure how stale its cached availability gets.",

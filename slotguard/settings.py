@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from connectors.config import HEARTBEAT_MESSAGE_PREFIX
 from schemas.errors import ConfigError
 from schemas.redact import redact_url
 
@@ -243,6 +244,42 @@ class Settings(BaseSettings):
     )
     log_json: bool = Field(default=False, description="Log one JSON object per line.")
     log_level: str = Field(default="INFO", description="Log level.")
+
+    # --- source gaps and flushes ---------------------------------------------------------------------
+    connect_url: str | None = Field(
+        default=None,
+        description="Kafka Connect REST URL (http://connect:8083) when the connector runs on Kafka Connect: "
+        "`connector` commands talk to it, `doctor` and `source` read the connector's offsets there. Unset: the "
+        "local relay.",
+    )
+    on_source_gap: Literal["stop", "flush"] = Field(
+        default="stop",
+        description="What the relay does when its stored position is no longer in the replication slot (slot "
+        "dropped or invalidated): stop, saying so and naming `slotguard source recover`; or flush -- recover by "
+        "itself (new slot, offsets reset, every cached key flushed, the gap recorded) and go on.",
+    )
+    flush_rate: float = Field(
+        default=10_000.0,
+        gt=0,
+        description="Most cached keys a flush (`slotguard flush`, a source recovery) deletes per second: the misses "
+        "that follow reach the database at about this rate.",
+    )
+    flush_chunk: int = Field(
+        default=1000,
+        ge=10,
+        le=100_000,
+        description="Keys one SCAN step of a flush visits (its COUNT); the matches go in one UNLINK.",
+    )
+    changed_at_column: str = Field(
+        default="updated_at",
+        description="Column of the appointments table that every write sets: a scoped flush after a source gap "
+        "reads from it which tenants changed.",
+    )
+    heartbeat_action_query: str = Field(
+        default=f"SELECT pg_logical_emit_message(false, '{HEARTBEAT_MESSAGE_PREFIX}', now()::text)",
+        description="Debezium heartbeat.action.query: a write on every heartbeat, so the slot's position moves "
+        "on a database where only uncaptured tables change (else the slot retains WAL). Empty = none.",
+    )
 
     # --- relay / local stack -------------------------------------------------------------------------
     data_dir: Path = Field(

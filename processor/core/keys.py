@@ -181,6 +181,22 @@ class KeyTemplate:
             self._tail_cache[bucket] = tail
         return tail
 
+    def pattern(self, company: str | None = None, branch: str | None = None) -> str:
+        """A Redis glob (``SCAN MATCH``) for every key of the template, or of one company (and branch).
+
+        Literal text is escaped; a field not given matches anything. Tenant ids must already be checked
+        by :class:`TenantGuard`: none holds a glob character or a separator, so company ``1`` never
+        matches company ``15``'s keys. A null branch is ``""``, as :meth:`render` writes it."""
+        values = {"company": company, "branch": branch if company is not None else None}
+        out: list[str] = []
+        for text, name in self._pieces:
+            if name is None:
+                out.append(glob_escape(text))
+            else:
+                value = values.get(name)
+                out.append("*" if value is None else glob_escape(value))
+        return "".join(out)
+
     def render(
         self, company: str, branch: str | None, event_type: str | None, buckets: Iterable[int]
     ) -> list[str]:
@@ -193,6 +209,11 @@ class KeyTemplate:
             return [head + (tails.get(b) or self.tail(b)) for b in buckets]
         fmt = self._tenant_format(company, branch or "", event_type or "")
         return [fmt.format(*self._times(b)) for b in buckets]
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob."""
+    return "".join("\\" + c if c in _GLOB_AND_ESCAPE else c for c in text)
 
 
 #: Longest tenant id (company, branch, event type) that may become part of a key.

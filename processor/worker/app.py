@@ -177,7 +177,12 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
     )
 
     watch = (
-        SourceWatch(kafka=config.kafka, topic=config.heartbeat_topic, stall_after=config.source_stall_after)
+        SourceWatch(
+            kafka=config.kafka,
+            topic=config.heartbeat_topic,
+            stall_after=config.source_stall_after,
+            on_gap=lambda gap: metrics.source_gap.set(1 if gap.state == "detected" else 0),
+        )
         if config.heartbeat_topic
         else None
     )
@@ -226,7 +231,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
     async def healthz_view(web: Any, request: Any) -> Any:
         redis_ok = await invalidator.ping()
         failing = policy.unhealthy()
-        if watch is not None and watch.stalled():
+        if watch is not None and (watch.stalled() or watch.gap_open):
             failing.append("source")
         ok = consumer.running and redis_ok and not failing and not app.crashed
         body = {
@@ -238,6 +243,8 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
             "services_known": len(resolver.local),
             "services_feed_ready": feed.ready.is_set(),
         }
+        if watch is not None and watch.gap is not None:
+            body["source_gap"] = watch.gap.describe()
         return web.bytes(orjson.dumps(body), content_type="application/json", status=200 if ok else 503)
 
     app.task(follow_services)

@@ -82,6 +82,12 @@ class WorkerMetrics:
             "Cache writes the keyspace guard deleted: readers that missed before the invalidation.",
             registry=r,
         )
+        self.source_gap = Gauge(
+            "slotguard_source_gap",
+            "1 while the source is stopped on a gap in the change stream (a lost replication slot): run "
+            "`slotguard source recover`; 0 once recovered.",
+            registry=r,
+        )
         self.guard_active = Gauge(
             "slotguard_guard_active",
             "1 when the keyspace guard is subscribed and the server is known to publish the events.",

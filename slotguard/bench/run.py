@@ -76,6 +76,10 @@ WORKER_DRAINS = 3
 #: drains on fresh stacks, this suite's 200,000 changes).
 SCALE_OUT_PROCESSES = 2
 
+#: Cached keys a flush deletes under load (quick and full alike), and the e2e rate meanwhile.
+FLUSH_KEYS = 1_000_000
+FLUSH_LOAD_RATE = 200
+
 #: Seconds of load per e2e rate: (quick, full).
 E2E_SECONDS = {200: (15.0, 60.0), 2000: (10.0, 30.0)}
 #: Seconds of unmeasured load at each rate before it is measured (quick, full): the relay's JVM compiles
@@ -212,7 +216,11 @@ def run(
         warmup = E2E_WARMUP_SECONDS[0 if quick else 1] if e2e_warmup is None else e2e_warmup
         results["e2e_warmup_s"] = warmup
         writes = overhead_writes or (2000 if quick else 5000)
-        results.update(_pipeline(stack, seconds, warmup, writes, overhead_rounds, out, progress))
+        results.update(
+            _pipeline(
+                stack, seconds, warmup, writes, overhead_rounds, out, progress, sizes.get("flush", FLUSH_KEYS)
+            )
+        )
     finally:
         progress("stopping the local stack")
         stack.down()
@@ -232,6 +240,7 @@ def _pipeline(
     rounds: int,
     out: Path,
     progress: Progress,
+    flush_keys: int,
 ) -> dict[str, Any]:
     """The whole pipeline with its shipped settings on ``stack`` (the drains' stack, now with the relay and
     the worker): e2e latency per rate with the cores in use meanwhile, RSS under load, write overhead."""
@@ -248,6 +257,7 @@ def _pipeline(
         for rate, length in seconds.items():
             runs[rate] = _measure_rate(info, rate, length, warmup, CpuMeter(pids), progress)
     _plot_cdf(out / "e2e_cdf.png", runs)
+    flush = _flush_under_load(info, flush_keys, progress)
 
     def relay_on() -> None:
         stack.up()
@@ -267,7 +277,40 @@ def _pipeline(
         "e2e": {str(rate): result.summary() for rate, result in runs.items()},
         "rss_mb": {"relay": peaks.peaks.get("relay"), "worker": peaks.peaks.get("worker")},
         "write_overhead": overhead,
+        "flush": flush,
     }
+
+
+def _flush_under_load(info: StackInfo, keys: int, progress: Progress) -> dict[str, Any]:
+    """A flush of ``keys`` cached keys while the pipeline takes :data:`FLUSH_LOAD_RATE` changes/s."""
+    from slotguard.bench import flush
+    from slotguard.bench.e2e import Load
+
+    settings = _settings(info)
+    config = core_config(settings)
+
+    def load() -> Load:
+        return Load(
+            database_url=info.database_url,
+            redis_url=info.redis_url,
+            kafka_options={"bootstrap_servers": info.kafka_bootstrap},
+            topic=settings.appointments_topic,
+            config=config,
+        )
+
+    figures, result = flush.run(
+        info.redis_url, load, config.template, settings.redis_key_prefix, keys, FLUSH_LOAD_RATE,
+        settings.flush_chunk, progress,
+    )  # fmt: skip
+    summary = result.summary()
+    figures["e2e_during"] = {k: summary[k] for k in ("p50_ms", "p99_ms", "max_ms", "observed", "changes")}
+    figures["e2e_rate"] = FLUSH_LOAD_RATE
+    progress(
+        f"flush: {figures['keys']:,} keys in {figures['seconds']} s ({figures['keys_per_s']:,} keys/s, "
+        f"{figures['redis_commands_per_s']:,} Redis commands/s); e2e meanwhile p50 {summary['p50_ms']} ms, "
+        f"p99 {summary['p99_ms']} ms"
+    )
+    return figures
 
 
 def _measure_rate(
@@ -509,6 +552,15 @@ def report(results: dict[str, Any]) -> str:
             f"| write overhead (median INSERT/UPDATE, relay streaming / stopped, {overhead['rounds']} interleaved rounds) | "
             f"{overhead['ratio']}× ({overhead['median_ms_streaming']} ms vs {overhead['median_ms_stopped']} ms; "
             f"per round {', '.join(f'{r}×' for r in overhead.get('round_ratios', []))}) |"
+        )
+    flush = results.get("flush")
+    if flush:
+        during = flush["e2e_during"]
+        lines.append(
+            f"| flush of {flush['keys']:,} cached keys (SCAN COUNT {flush['chunk']} + UNLINK, no rate limit) while "
+            f"the pipeline takes {flush['e2e_rate']} changes/s | {flush['seconds']} s ({flush['keys_per_s']:,} keys/s, "
+            f"{flush['redis_commands_per_s']:,} Redis commands/s); e2e meanwhile p50 {during['p50_ms']} ms, "
+            f"p99 {during['p99_ms']} ms, max {during['max_ms']} ms ({during['observed']}/{during['changes']} observed) |"
         )
     if results.get("settings"):
         lines += ["", "| setting | value |", "|---|---|"]

@@ -10,7 +10,6 @@ failed tasks (``--all``: the connector and every task).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from connectors.config import CONNECTOR_NAME
@@ -32,7 +31,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="Exit 1 if a committed file is out of date.")
     p.set_defaults(func=run_render)
 
-    url_help = "Kafka Connect REST URL (default: $SLOTGUARD_CONNECT_URL, else http://127.0.0.1:8083)."
+    url_help = "Kafka Connect REST URL (default: SLOTGUARD_CONNECT_URL)."
     for name, func, help_text in (
         ("register", run_register, "Create or update the connector (PUT /connectors/NAME/config)."),
         ("status", run_status, "Show the connector's and its tasks' states."),
@@ -73,7 +72,9 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> ConnectClient:
-    url = args.connect_url or os.environ.get("SLOTGUARD_CONNECT_URL") or "http://127.0.0.1:8083"
+    url = args.connect_url or load_settings().connect_url
+    if url is None:
+        raise ConfigError("no Kafka Connect URL: set SLOTGUARD_CONNECT_URL or pass --connect-url")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"--connect-url must start with http:// or https://, not {url.split(':')[0]!r}")
     return ConnectClient(url)

@@ -67,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from slotguard.wiring import kafka_connection
 
     relay = Relay(settings, java_log_level=args.java_log_level, kafka=kafka_connection(settings))
+    # Before the JVM: a stored position the slot no longer holds is a gap Debezium would only half explain.
+    from slotguard.operate.source import guard_relay_start
+
+    guard_relay_start(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)

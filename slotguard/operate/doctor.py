@@ -17,9 +17,17 @@ import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
+from connectors.config import CONNECTOR_NAME
+from connectors.connect_api import ConnectClient
+from connectors.relay import offsets_file
+from connectors.source_gap import SlotState, StoredPosition, find_gap, read_relay_position, read_slot
+from processor.core.keys import glob_escape
 from processor.worker.invalidator import redis_client
+from schemas.control import format_lsn
+from schemas.errors import SlotguardError
 from schemas.rows import APPOINTMENT_FIELDS, SERVICE_FIELDS, resolve_columns
 from slotguard.operate.kafka_group import committed_and_end_offsets, group_state, quiet_kafka_client
+from slotguard.operate.source import connect_position
 from slotguard.settings import Settings
 from slotguard.wiring import core_config, kafka_connection
 
@@ -130,16 +138,34 @@ def check_postgres(settings: Settings, *, max_retained_wal: int = DEFAULT_MAX_RE
         checks += _tables(conn, settings)
         checks += _publication(conn, settings)
         checks += _slot(conn, settings, max_retained_wal)
-    checks.append(
-        Check("heartbeat", "ok", f"heartbeat.interval.ms={settings.heartbeat_interval_ms}")
-        if settings.heartbeat_interval_ms > 0
-        else Check(
-            "heartbeat",
-            "warn",
-            "heartbeat.interval.ms=0: on a quiet table the slot's WAL is never confirmed",
-            "set SLOTGUARD_HEARTBEAT_INTERVAL_MS (e.g. 10000) and re-register the connector",
+    if settings.heartbeat_interval_ms <= 0:
+        checks.append(
+            Check(
+                "heartbeat",
+                "warn",
+                "heartbeat.interval.ms=0: on a quiet table the slot's WAL is never confirmed",
+                "set SLOTGUARD_HEARTBEAT_INTERVAL_MS (e.g. 10000) and re-register the connector",
+            )
         )
-    )
+    elif not settings.heartbeat_action_query:
+        checks.append(
+            Check(
+                "heartbeat",
+                "warn",
+                "no heartbeat.action.query: while only uncaptured tables change, the slot does not move and "
+                "retains their WAL",
+                "set SLOTGUARD_HEARTBEAT_ACTION_QUERY (default: a pg_logical_emit_message) and re-register",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                "heartbeat",
+                "ok",
+                f"heartbeat.interval.ms={settings.heartbeat_interval_ms} with an action query: the slot moves "
+                "on an idle database",
+            )
+        )
     return checks
 
 
@@ -279,35 +305,59 @@ def _publication(conn: psycopg.Connection[Any], settings: Settings) -> list[Chec
     return [Check(f"publication {name}", "ok", f"covers {', '.join(sorted(wanted))}")]
 
 
+def _stored_position(settings: Settings) -> StoredPosition | None:
+    """The connector's stored position: Kafka Connect's offsets when SLOTGUARD_CONNECT_URL is set, else the
+    relay's offsets file."""
+    if settings.connect_url:
+        return connect_position(ConnectClient(settings.connect_url), CONNECTOR_NAME)
+    return read_relay_position(offsets_file(settings))
+
+
 def _slot(conn: psycopg.Connection[Any], settings: Settings, max_retained: int) -> list[Check]:
     name = settings.slot_name
-    row = conn.execute(
-        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, plugin "
-        "FROM pg_replication_slots WHERE slot_name = %s",
-        (name,),
-    ).fetchone()
-    if row is None:
+    title = f"replication slot {name}"
+    slot = read_slot(conn, name)
+    try:
+        position = _stored_position(settings)
+    except SlotguardError as exc:
+        position = None
+        checks = [Check("stored position", "warn", str(exc), "check SLOTGUARD_CONNECT_URL")]
+    else:
+        checks = []
+    gap = find_gap(name, position, slot)
+    if gap is not None:
+        lost = gap.describe().split(". Recover with")[0]
         return [
+            *checks,
+            Check(title, "fail", lost, "run: slotguard source recover (--dry-run first shows the plan)"),
+            *_slot_limits(conn, slot),
+        ]
+    if slot is None:
+        return [
+            *checks,
             Check(
-                f"replication slot {name}",
+                title,
                 "fail",
                 "does not exist: no change is being captured",
                 "start the connector (slotguard connector register) or the relay; it creates the slot",
-            )
+            ),
         ]
-    active, retained, plugin = row
-    retained = int(retained or 0)
-    mib = retained / (1 << 20)
-    checks = [
-        Check(f"replication slot {name}", "ok", f"active ({plugin})")
-        if active
-        else Check(
-            f"replication slot {name}",
-            "warn",
-            f"inactive ({plugin}): nothing reads it, WAL piles up",
-            "start the connector or the relay",
+    retained = int(
+        _one(
+            conn,
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint",
+            (format_lsn(slot.confirmed_flush_lsn or 0),),
         )
-    ]
+        or 0
+    )
+    mib = retained / (1 << 20)
+    checks.append(
+        Check(title, "ok", "active")
+        if slot.active
+        else Check(
+            title, "warn", "inactive: nothing reads it, WAL piles up", "start the connector or the relay"
+        )
+    )
     limit = f"{max_retained / (1 << 20):.0f} MiB"
     if retained > max_retained:
         checks.append(
@@ -329,6 +379,60 @@ def _slot(conn: psycopg.Connection[Any], settings: Settings, max_retained: int) 
         )
     else:
         checks.append(Check("retained WAL", "ok", f"{mib:.1f} MiB (limit {limit})"))
+    if conn.info.server_version >= 170000:
+        checks.append(
+            Check(
+                "failover slot",
+                "ok",
+                "the slot is a failover slot (kept by standbys with sync_replication_slots)",
+            )
+            if slot.failover
+            else Check(
+                "failover slot",
+                "warn",
+                "not a failover slot: a Postgres failover loses it, and with it the change stream",
+                f"stop the connector, SELECT pg_drop_replication_slot('{name}'); then slotguard source recover "
+                "(it recreates the slot as a failover slot and flushes the gap); on standbys set "
+                "sync_replication_slots = on and hot_standby_feedback = on",
+            )
+        )
+    return checks + _slot_limits(conn, slot)
+
+
+def _slot_limits(conn: psycopg.Connection[Any], slot: SlotState | None) -> list[Check]:
+    """Whether Postgres may invalidate the slot (``max_slot_wal_keep_size``), and how near it is."""
+    setting = str(_one(conn, "SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size'"))
+    if setting == "-1":
+        return [
+            Check(
+                "max_slot_wal_keep_size", "ok", "-1: Postgres never invalidates the slot (watch retained WAL)"
+            )
+        ]
+    limit_mib = int(setting)
+    checks = [
+        Check(
+            "max_slot_wal_keep_size",
+            "warn",
+            f"{limit_mib} MiB: a slot that falls that far behind is invalidated, and the stream after it lost",
+            "size it for the longest connector outage you want to survive, and alert on retained WAL "
+            "(this check fails when the slot nears it)",
+        )
+    ]
+    if slot is None or slot.safe_wal_size is None:
+        return checks
+    left = slot.safe_wal_size / (1 << 20)
+    if slot.wal_status in ("unreserved", "lost") or left < limit_mib * 0.2:
+        checks.append(
+            Check(
+                "slot headroom",
+                "fail",
+                f"{left:.0f} MiB of WAL left before max_slot_wal_keep_size invalidates the slot "
+                f"(wal_status {slot.wal_status})",
+                "get the connector streaming now, or raise max_slot_wal_keep_size",
+            )
+        )
+    else:
+        checks.append(Check("slot headroom", "ok", f"{left:.0f} MiB of WAL left before the limit"))
     return checks
 
 
@@ -437,7 +541,7 @@ async def _redis(settings: Settings, sample: int) -> list[Check]:
         )
         checks.append(await _keyspace_events(client, settings))
         head = settings.key_template.split("{", 1)[0]
-        pattern = f"{_glob_escape(prefix + head)}*"
+        pattern = f"{glob_escape(prefix + head)}*"
         found: list[str] = []
         scanned = 0
         async for key in client.scan_iter(match=pattern, count=100):
@@ -497,10 +601,6 @@ async def _keyspace_events(client: Any, settings: Settings) -> Check:
             "the worker adds them at start (CONFIG SET); if its Redis user may not, set them on the server",
         )
     return Check(name, "ok", f"notify-keyspace-events {current!r}: the keyspace guard can watch fills")
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 # --- all ---------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
         tmp_path,
         quick=True,
         progress=lines.append,
-        sizes={"core": 300, "instructions": 50, "worker": 400, "naive": 200, "backlog": 300},
+        sizes={"core": 300, "instructions": 50, "worker": 400, "naive": 200, "backlog": 300, "flush": 3000},
         e2e_seconds={20: 2.0},
         e2e_warmup=1.0,
         overhead_writes=10,
@@ -61,6 +61,9 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     assert results["rss_mb"]["worker"] > 0
     assert results["write_overhead"]["ratio"] > 0
     assert len(results["write_overhead"]["round_ratios"]) == 2
+    flush = results["flush"]
+    assert flush["keys"] == 3000, flush
+    assert flush["e2e_during"]["observed"] == flush["e2e_during"]["changes"] > 0, flush
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     for needle in (
         "worker drain",
@@ -69,6 +72,7 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
         "write overhead",
         "RSS under e2e load",
         "backlog of 300 changes",
+        "flush of 3,000 cached keys",
         "instructions per change",
         "SLOTGUARD_POLL_INTERVAL_MS",
     ):

@@ -148,3 +148,37 @@ def test_wrong_database_credentials_fail_without_showing_the_password(
     out = capsys.readouterr().out
     assert "✗ postgres reachable" in out
     assert "s3cret-wrong" not in out
+
+
+def test_a_slot_that_is_not_a_failover_slot_warns_with_the_way_to_recreate_it(pipeline: Pipeline) -> None:
+    slot = f"{pipeline.settings.slot_name}_nf"
+    pipeline.sql("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    try:
+        settings = pipeline.settings.model_copy(update={"slot_name": slot})
+        check = _by_name(run_checks(settings, ["postgres"]), "failover slot")
+        assert check.status == "warn"
+        assert "slotguard source recover" in check.fix
+        # The relay's own slot is one (Debezium's slot.failover, on Postgres >= 17).
+        assert _by_name(run_checks(pipeline.settings, ["postgres"]), "failover slot").status == "ok"
+    finally:
+        pipeline.sql("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def test_a_wal_keep_limit_warns_that_it_can_invalidate_the_slot(pipeline: Pipeline) -> None:
+    assert _by_name(run_checks(pipeline.settings, ["postgres"]), "max_slot_wal_keep_size").status == "ok"
+    pipeline.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'")
+    pipeline.sql("SELECT pg_reload_conf()")
+    try:
+        checks = run_checks(pipeline.settings, ["postgres"])
+        assert _by_name(checks, "max_slot_wal_keep_size").status == "warn"
+        assert _by_name(checks, "slot headroom").status == "ok"
+    finally:
+        pipeline.sql("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        pipeline.sql("SELECT pg_reload_conf()")
+
+
+def test_no_heartbeat_action_query_warns(pipeline: Pipeline) -> None:
+    settings = pipeline.settings.model_copy(update={"heartbeat_action_query": ""})
+    check = _by_name(run_checks(settings, ["postgres"]), "heartbeat")
+    assert check.status == "warn"
+    assert "SLOTGUARD_HEARTBEAT_ACTION_QUERY" in check.fix
