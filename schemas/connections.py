@@ -118,3 +118,92 @@ class KafkaConnection:
             props["sasl.mechanism"] = self.sasl_mechanism
             props["sasl.jaas.config"] = f'{module} required username="{user}" password="{secret}";'
         return props
+
+
+RedisKind = Literal["single", "cluster", "sentinel"]
+
+#: URL schemes of ``SLOTGUARD_REDIS_URL``: the kind of deployment, and whether the connections use TLS.
+REDIS_SCHEMES: dict[str, tuple[RedisKind, bool]] = {
+    "redis": ("single", False),
+    "rediss": ("single", True),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+}
+
+
+@dataclass(frozen=True)
+class RedisConnection:
+    """How to reach the cache: one server, a Redis Cluster (any of its nodes to start from), or the primary
+    a set of Sentinels names. Parsed from ``SLOTGUARD_REDIS_URL`` by :meth:`parse`:
+
+    * ``redis[s]://[user:password@]host:port[/db]`` -- one server;
+    * ``redis[s]+cluster://[user:password@]host:port[,host:port...]`` -- a cluster (database 0 only);
+    * ``redis[s]+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]`` -- the Sentinels'
+      addresses; the user and password are the data nodes' (``sentinel_password`` the Sentinels', if any).
+    """
+
+    url: SecretStr
+    kind: RedisKind
+    tls: bool
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None
+    password: SecretStr | None
+    db: int
+    master: str | None = None
+    ca_file: str | None = None
+    sentinel_password: SecretStr | None = None
+
+    @classmethod
+    def parse(
+        cls, url: SecretStr | str, *, ca_file: str | None = None, sentinel_password: SecretStr | None = None
+    ) -> RedisConnection:
+        """Raises :class:`ConfigError` naming what is wrong, never echoing the URL (it holds the password)."""
+        from urllib.parse import unquote
+
+        url = url if isinstance(url, SecretStr) else SecretStr(url)
+        raw = url.get_secret_value()
+        scheme, sep, rest = raw.partition("://")
+        if not sep or scheme.lower() not in REDIS_SCHEMES:
+            known = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+            raise ConfigError(f"SLOTGUARD_REDIS_URL must start with one of {known}")
+        kind, tls = REDIS_SCHEMES[scheme.lower()]
+        netloc, _, path = rest.partition("/")
+        userinfo, at, hosts = netloc.rpartition("@")
+        if not at:
+            hosts, userinfo = netloc, ""
+        username = password = None
+        if userinfo:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = SecretStr(unquote(secret)) if colon else None
+        nodes: list[tuple[str, int]] = []
+        default_port = 26379 if kind == "sentinel" else 6379
+        for part in filter(None, (p.strip() for p in hosts.split(","))):
+            host, colon, port = part.rpartition(":")
+            if not colon:
+                host, port = part, str(default_port)
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(
+                    f"SLOTGUARD_REDIS_URL has an invalid host or port ({kind} node {len(nodes) + 1})"
+                )
+            nodes.append((host, int(port)))
+        if not nodes:
+            raise ConfigError("SLOTGUARD_REDIS_URL has no host")
+        if kind == "single" and len(nodes) > 1:
+            raise ConfigError(
+                "SLOTGUARD_REDIS_URL names several hosts: use redis+cluster:// or redis+sentinel://"
+            )
+        segments = [unquote(s) for s in path.split("?")[0].split("/") if s]
+        master = None
+        if kind == "sentinel":
+            if not segments:
+                raise ConfigError("a redis+sentinel:// URL needs the primary's name: .../master-name[/db]")
+            master = segments.pop(0)
+        if len(segments) > 1 or (segments and not segments[0].isdigit()):
+            raise ConfigError("SLOTGUARD_REDIS_URL's path must be the database number")
+        db = int(segments[0]) if segments else 0
+        if kind == "cluster" and db != 0:
+            raise ConfigError("a Redis Cluster has database 0 only")
+        return cls(url, kind, tls, tuple(nodes), username, password, db, master, ca_file, sentinel_password)

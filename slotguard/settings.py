@@ -69,7 +69,26 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr = Field(
         default=SecretStr("redis://127.0.0.1:6379/0"),
-        description="Redis holding the slot cache (URL selects the DB).",
+        description="Redis holding the slot cache: redis[s]://[user:pass@]host:port[/db] for one server, "
+        "redis[s]+cluster://[user:pass@]host:port[,host:port...] for a Redis Cluster (any nodes; the rest "
+        "is discovered), redis[s]+sentinel://[user:pass@]host:port[,host:port...]/master-name[/db] for the "
+        "primary its Sentinels name (rediss: TLS).",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="Password of the Sentinels themselves, when they require one (secret)."
+    )
+    redis_wait_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas that must hold a batch's deletes (Redis WAIT) before its offset is committed; a "
+        "primary that dies before replicating them would otherwise lose acknowledged deletes on failover. "
+        "Unset: 1 for a cluster or Sentinel, 0 for one server. Never more than the primary has connected.",
+    )
+    redis_wait_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds a batch waits for its replicas (WAIT); fewer acknowledgements is a Redis failure, "
+        "retried.",
     )
 
     # --- topics --------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from connectors.config import heartbeat_topic
 from processor.core.config import CoreConfig
 from processor.worker.config import WorkerConfig
-from schemas.connections import KafkaConnection
+from schemas.connections import KafkaConnection, RedisConnection
 from slotguard.settings import Settings
 
 
@@ -48,12 +48,29 @@ def kafka_connection(settings: Settings) -> KafkaConnection:
     )
 
 
+def redis_connection(settings: Settings) -> RedisConnection:
+    """How every Redis client of this process reaches the cache (worker, guard, flush, doctor)."""
+    return RedisConnection.parse(
+        settings.redis_url,
+        ca_file=str(settings.redis_ca_file) if settings.redis_ca_file else None,
+        sentinel_password=settings.redis_sentinel_password,
+    )
+
+
+def redis_wait_replicas(settings: Settings) -> int:
+    """``SLOTGUARD_REDIS_WAIT_REPLICAS``, or when unset: 1 where a failover can promote a replica."""
+    if settings.redis_wait_replicas is not None:
+        return settings.redis_wait_replicas
+    return 0 if redis_connection(settings).kind == "single" else 1
+
+
 def worker_config(settings: Settings) -> WorkerConfig:
     """The worker's configuration from the settings."""
     return WorkerConfig(
         kafka=kafka_connection(settings),
-        redis_url=settings.redis_url,
-        redis_ca_file=str(settings.redis_ca_file) if settings.redis_ca_file else None,
+        redis=redis_connection(settings),
+        redis_wait_replicas=redis_wait_replicas(settings),
+        redis_wait_timeout=settings.redis_wait_timeout,
         consumer_group=settings.consumer_group,
         appointments_topic=settings.appointments_topic,
         services_topic=settings.services_topic,

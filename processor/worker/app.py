@@ -28,10 +28,11 @@ from processor.worker.crashloop import CrashJournal
 from processor.worker.errors import RedisUnavailable
 from processor.worker.guard import KeyspaceGuard
 from processor.worker.handler import BatchHandler
-from processor.worker.invalidator import RedisInvalidator, redis_client
+from processor.worker.invalidator import RedisInvalidator
 from processor.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from processor.worker.policy import Backoff, FailurePolicy
 from processor.worker.publisher import KafkaPublisher, declare_topics
+from processor.worker.redis_connect import redis_client
 from processor.worker.resolution import LayeredResolver, PostgresLookup
 from processor.worker.services_feed import ServicesFeed
 from processor.worker.source_watch import SourceWatch
@@ -110,9 +111,10 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
     )
     resolver = LayeredResolver(InMemoryResolver(), lookup=lookup, ttl=config.resolver_cache_ttl)
     invalidator = RedisInvalidator(
-        config.redis_url.get_secret_value(),
+        config.redis,
         metrics=metrics,
-        ca_file=config.redis_ca_file,
+        wait_replicas=config.redis_wait_replicas,
+        wait_timeout=config.redis_wait_timeout,
         second_delete_after=config.second_delete_after,
         key_prefix=config.redis_key_prefix,
         guard_window=config.guard_window,
@@ -121,9 +123,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
     guard = (
         KeyspaceGuard(
             # Its own connection without a read timeout: a subscription is idle between cache writes.
-            redis_client(
-                config.redis_url.get_secret_value(), ca_file=config.redis_ca_file, socket_timeout=None
-            ),
+            redis_client(config.redis, socket_timeout=None),
             prefix=config.redis_key_prefix,
             channel=invalidator.channel,
             window=config.guard_window,
@@ -260,7 +260,7 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
             "group": config.consumer_group,
             "appointments_topic": config.appointments_topic,
             "services_topic": config.services_topic,
-            "redis": redact_url(config.redis_url),
+            "redis": redact_url(config.redis.url),
             "postgres_fallback": redact_url(config.database_url) or "off",
         },
     )

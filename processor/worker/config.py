@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from schemas.connections import KafkaConnection
+from schemas.connections import KafkaConnection, RedisConnection
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,10 @@ class WorkerConfig:
     """Everything the worker process reads besides the core's own configuration."""
 
     kafka: KafkaConnection
-    redis_url: SecretStr
+    redis: RedisConnection
+    #: Replicas that must acknowledge a batch's deletes before its commit (WAIT; 0: none).
+    redis_wait_replicas: int
+    redis_wait_timeout: float
     consumer_group: str
     appointments_topic: str
     services_topic: str
@@ -28,7 +31,6 @@ class WorkerConfig:
     crash_loop_after: int
     #: Largest record produced; a larger dead letter is truncated (processor/worker/dlq.py).
     max_record_bytes: int
-    redis_ca_file: str | None
     database_url: SecretStr | None
     db_schema: str
     services_table: str

@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from processor.worker.errors import RedisUnavailable
 from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
+from processor.worker.redis_connect import redis_client
+from schemas.connections import RedisConnection
 from schemas.redact import redact_url
 
 log = logging.getLogger("slotguard.worker.redis")
@@ -30,23 +32,6 @@ UNLINK_CHUNK = 1000
 SCHEDULE_KEY = "slotguard:second-delete"
 #: Pub/sub channel (after the key prefix) on which each invalidation announces its keys to the keyspace guard.
 INVALIDATIONS_CHANNEL = "slotguard:invalidated"
-
-
-def redis_client(
-    url: str, *, ca_file: str | None = None, socket_timeout: float | None = 5.0
-) -> aioredis.Redis:
-    """A client for ``url`` (``redis://`` or ``rediss://`` for TLS; user and password from the URL).
-
-    Short timeouts: a hung Redis must surface as an error the policy retries, not as a stuck batch.
-    """
-    options: dict[str, object] = {
-        "socket_connect_timeout": 2.0,
-        "socket_timeout": socket_timeout,
-        "health_check_interval": 10,
-    }
-    if ca_file and url.startswith("rediss://"):
-        options["ssl_ca_certs"] = ca_file
-    return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
 
 
 #: One chunk of an invalidation: announce the chunk on channel ARGV[1] ('' = no guard) -- ARGV[4], the JSON array
@@ -103,20 +88,26 @@ class RedisInvalidator:
 
     def __init__(
         self,
-        url: str,
+        redis: RedisConnection,
         *,
         metrics: WorkerMetrics,
         client: aioredis.Redis | None = None,
-        ca_file: str | None = None,
+        wait_replicas: int,
+        wait_timeout: float,
         second_delete_after: float,
         key_prefix: str,
         guard_window: float,
         revoke_leases: bool,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._url_for_humans = redact_url(url)
+        self._url_for_humans = redact_url(redis.url)
         #: Shared with the crash journal (processor/worker/crashloop.py).
-        self.client = client or redis_client(url, ca_file=ca_file)
+        self.client = client or redis_client(redis)
+        #: Replicas that must hold a batch's deletes before :meth:`unlink` returns (Redis' WAIT, on the
+        #: connection that sent them): asynchronous replication otherwise loses acknowledged deletes when the
+        #: primary dies and its replica is promoted -- after the worker committed the offset.
+        self._wait_replicas = wait_replicas
+        self._wait_ms = int(wait_timeout * 1000)
         self._metrics = metrics
         #: Seconds after which every unlinked key is unlinked once more (0: off) -- a stale fill that landed
         #: after the first delete is gone then. The schedule is a sorted set in Redis itself (member = a chunk's
@@ -168,7 +159,11 @@ class RedisInvalidator:
                 else:
                     for start in starts:
                         pipe.unlink(*keys[start : start + UNLINK_CHUNK])
+                if self._wait_replicas:
+                    pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
                 results = await pipe.execute()
+                if self._wait_replicas:
+                    await self._replicated(int(results.pop()))
         except (RedisError, OSError) as exc:
             self._metrics.redis_up.set(0)
             raise RedisUnavailable(
@@ -176,6 +171,19 @@ class RedisInvalidator:
             ) from exc
         self._metrics.redis_up.set(1)
         return sum(int(n) for n in results)
+
+    async def _replicated(self, acknowledged: int) -> None:
+        """Raise unless ``acknowledged`` replicas are enough: the number asked for, or every replica the
+        primary has connected now -- with none, no failover can promote one that lacks the deletes."""
+        if acknowledged >= self._wait_replicas:
+            return
+        info = await self.client.info("replication")
+        connected = int(info.get("connected_slaves", 0))
+        if acknowledged < min(self._wait_replicas, connected):
+            raise RedisUnavailable(
+                f"Redis at {self._url_for_humans}: {acknowledged} of {min(self._wait_replicas, connected)} "
+                f"replica(s) acknowledged the deletes within {self._wait_ms} ms (WAIT)"
+            )
 
     async def second_delete_due(self, limit: int = 8, *, watched_since: float | None = None) -> int:
         """One attempt: UNLINK the keys whose second delete is due and drop them from the schedule -- all of

@@ -29,6 +29,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     up.add_argument(
         "--infra-only", action="store_true", help="start only Postgres, the Kafka broker and Redis"
     )
+    up.add_argument(
+        "--redis",
+        choices=["single", "sentinel", "cluster"],
+        default=None,
+        help="Redis as one server (default), a primary and a replica behind three Sentinels, or a cluster of "
+        "three primaries with a replica each (default: what this stack ran before)",
+    )
     up.set_defaults(func=run_up)
     down = sub.add_parser("down", parents=[common], help="stop everything `dev up` started")
     down.set_defaults(func=run_down)
@@ -39,7 +46,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _stack(args: argparse.Namespace) -> DevStack:
     settings = load_settings()
     base: Path = args.dir if args.dir is not None else settings.data_dir
-    return DevStack(base, slot_name=settings.slot_name)
+    return DevStack(base, slot_name=settings.slot_name, redis=getattr(args, "redis", None))
 
 
 def run_up(args: argparse.Namespace) -> int:

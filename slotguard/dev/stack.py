@@ -21,7 +21,7 @@ from slotguard.dev.kafka import BROKER_SETTINGS, KafkaPart
 from slotguard.dev.parts import Part, free_port, port_is_free
 from slotguard.dev.paths import StackPaths
 from slotguard.dev.postgres import PostgresPart
-from slotguard.dev.redis import RedisPart
+from slotguard.dev.redis import PORTS_NEEDED, Topology, redis_parts, redis_url
 from slotguard.dev.relay_worker import RelayPart, WorkerPart
 
 INFRA = ("postgres", "kafka", "redis")
@@ -38,6 +38,13 @@ class StackState(BaseModel):
     kafka_port: int
     redis_port: int
     web_port: int
+    redis_topology: Topology = "single"
+    #: The other Redis processes' ports (replica and Sentinels, or the other cluster nodes).
+    redis_more_ports: list[int] = []
+
+    @property
+    def redis_ports(self) -> list[int]:
+        return [self.redis_port, *self.redis_more_ports]
 
 
 @dataclass(frozen=True)
@@ -85,9 +92,11 @@ def _ignore(_part: str, _event: str) -> None:
 
 
 class DevStack:
-    def __init__(self, base: Path, *, slot_name: str = "slotguard") -> None:
+    def __init__(self, base: Path, *, slot_name: str = "slotguard", redis: Topology | None = None) -> None:
         self.paths = StackPaths.at(base)
         self.slot_name = slot_name
+        #: The Redis topology ``up`` starts; None: the one this stack was started with (else one server).
+        self.redis = redis
 
     # --- state -------------------------------------------------------------------------------------
     def _load_state(self) -> StackState | None:
@@ -100,7 +109,7 @@ class DevStack:
         return [
             PostgresPart(self.paths, state.postgres_port),
             KafkaPart(self.paths, state.kafka_port),
-            RedisPart(self.paths, state.redis_port),
+            *redis_parts(self.paths, state.redis_topology, state.redis_ports),
         ]
 
     def _pipeline(self, info: StackInfo) -> list[Part]:
@@ -110,11 +119,11 @@ class DevStack:
         ]
 
     def _info(self, state: StackState) -> StackInfo:
-        postgres, kafka, redis = self._infra(state)
+        postgres, kafka, *_ = self._infra(state)
         return StackInfo(
             database_url=postgres.url,
             kafka_bootstrap=kafka.url,
-            redis_url=redis.url,
+            redis_url=redis_url(state.redis_topology, state.redis_ports),
             data_dir=self.paths.base,
             web_port=state.web_port,
         )
@@ -142,18 +151,40 @@ class DevStack:
 
     def _choose_ports(self) -> StackState:
         old = self._load_state()
+        topology: Topology = self.redis or (old.redis_topology if old is not None else "single")
         if old is None:
+            redis_ports = [free_port() for _ in range(PORTS_NEEDED[topology])]
             return StackState(
                 postgres_port=free_port(),
                 kafka_port=free_port(),
-                redis_port=free_port(),
+                redis_port=redis_ports[0],
+                redis_more_ports=redis_ports[1:],
+                redis_topology=topology,
                 web_port=free_port(),
             )
         ports = old.model_dump()
-        for name, part in zip(INFRA, self._infra(old), strict=True):
+        postgres, kafka, *redis_now = self._infra(old)
+        for name, part in (("postgres", postgres), ("kafka", kafka)):
             # A stopped part whose port someone else took meanwhile gets a new one.
             if not part.alive() and not port_is_free(part.port):
                 ports[f"{name}_port"] = free_port()
+        if topology != old.redis_topology:
+            if any(part.alive() for part in redis_now):
+                raise DevStackError(
+                    f"this stack runs Redis as {old.redis_topology}; `slotguard dev down` first to switch to {topology}"
+                )
+            fresh = [free_port() for _ in range(PORTS_NEEDED[topology])]
+            ports.update(redis_topology=topology, redis_port=fresh[0], redis_more_ports=fresh[1:])
+        else:
+            taken = [not part.alive() and not port_is_free(part.port) for part in redis_now]
+            if any(taken) and topology == "single":
+                ports["redis_port"] = free_port()
+            elif any(taken):
+                # The nodes know each other by port (nodes.conf, sentinel.conf): they move together or not.
+                raise DevStackError(
+                    f"a port of the stack's Redis {topology} is taken by another process; free it or "
+                    "`slotguard dev down` and remove the stack's directory"
+                )
         if not port_is_free(old.web_port) and not WorkerPart(self.paths, {}, old.web_port).alive():
             ports["web_port"] = free_port()
         return StackState.model_validate(ports)

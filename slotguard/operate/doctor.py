@@ -22,14 +22,14 @@ from connectors.connect_api import ConnectClient
 from connectors.relay import offsets_file
 from connectors.source_gap import SlotState, StoredPosition, find_gap, read_relay_position, read_slot
 from processor.core.keys import glob_escape
-from processor.worker.invalidator import redis_client
+from processor.worker.redis_connect import redis_client
 from schemas.control import format_lsn
 from schemas.errors import SlotguardError
 from schemas.rows import APPOINTMENT_FIELDS, SERVICE_FIELDS, resolve_columns
 from slotguard.operate.kafka_group import committed_and_end_offsets, group_state, quiet_kafka_client
 from slotguard.operate.source import connect_position
 from slotguard.settings import Settings
-from slotguard.wiring import core_config, kafka_connection
+from slotguard.wiring import core_config, kafka_connection, redis_connection
 
 Status = Literal["ok", "warn", "fail"]
 SYMBOL: dict[Status, str] = {"ok": "✓", "warn": "!", "fail": "✗"}
@@ -522,10 +522,7 @@ def check_redis(settings: Settings, *, sample: int = 200) -> list[Check]:
 async def _redis(settings: Settings, sample: int) -> list[Check]:
     from schemas.redact import redact_url
 
-    client = redis_client(
-        settings.redis_url.get_secret_value(),
-        ca_file=str(settings.redis_ca_file) if settings.redis_ca_file else None,
-    )
+    client = redis_client(redis_connection(settings))
     try:
         await client.ping()
         checks = [Check("redis reachable", "ok", redact_url(settings.redis_url))]

@@ -36,12 +36,12 @@ from connectors.source_gap import (
     recreate_slot,
     set_aside_relay_offsets,
 )
-from processor.worker.invalidator import redis_client
+from processor.worker.redis_connect import redis_client
 from schemas.control import CONTROL_HEADER, SOURCE_GAP, SourceGap, format_lsn
 from schemas.errors import ConfigError, InputError
 from slotguard.operate.flush import Flush, FlushMetrics, FlushProgress
 from slotguard.settings import Settings
-from slotguard.wiring import core_config, kafka_connection
+from slotguard.wiring import core_config, kafka_connection, redis_connection
 
 log = logging.getLogger("slotguard.source")
 
@@ -197,11 +197,7 @@ def new_flush(settings: Settings, client: Any, scope: Scope, metrics: FlushMetri
 
 
 def _redis(settings: Settings) -> Any:
-    return redis_client(
-        settings.redis_url.get_secret_value(),
-        ca_file=str(settings.redis_ca_file) if settings.redis_ca_file else None,
-        socket_timeout=30.0,
-    )
+    return redis_client(redis_connection(settings), socket_timeout=30.0)
 
 
 async def count_keys(settings: Settings, scope: Scope) -> int:

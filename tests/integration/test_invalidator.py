@@ -16,14 +16,17 @@ import redis
 from processor.worker.invalidator import UNLINK_CHUNK, RedisInvalidator
 from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
+from schemas.connections import RedisConnection
 
 pytestmark = pytest.mark.integration
 
 
 def _invalidator(dev_stack: Any, key_prefix: str, now: list[float]) -> RedisInvalidator:
     return RedisInvalidator(
-        dev_stack.redis_url,
+        RedisConnection.parse(dev_stack.redis_url),
         metrics=WorkerMetrics(),
+        wait_replicas=0,
+        wait_timeout=1.0,
         key_prefix=key_prefix,
         second_delete_after=2.0,
         guard_window=1.0,

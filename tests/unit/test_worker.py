@@ -23,6 +23,7 @@ from processor.worker.metrics import WorkerMetrics
 from processor.worker.policy import Backoff, FailurePolicy
 from processor.worker.publisher import Keyed
 from processor.worker.resolution import LayeredResolver, TtlCache
+from schemas.connections import RedisConnection
 from slotguard.settings import Settings
 from slotguard.wiring import core_config, worker_config
 from tests.support.changes import appointment, encode, envelope
@@ -33,6 +34,8 @@ PLAIN_UNLINK: dict[str, Any] = {
     "key_prefix": "",
     "guard_window": 0.0,
     "revoke_leases": False,
+    "wait_replicas": 0,
+    "wait_timeout": 1.0,
 }
 
 
@@ -94,7 +97,10 @@ def test_unlink_under_the_policy_retries_with_capped_backoff_until_redis_answers
     client = _FlakyRedis(failures=3)
     metrics = WorkerMetrics()
     invalidator = RedisInvalidator(
-        "redis://:secret@127.0.0.1:1/0", metrics=metrics, client=cast(Any, client), **PLAIN_UNLINK
+        RedisConnection.parse("redis://:secret@127.0.0.1:1/0"),
+        metrics=metrics,
+        client=cast(Any, client),
+        **PLAIN_UNLINK,
     )
     deleted = asyncio.run(_policy(metrics, waits).retry("redis", lambda: invalidator.unlink(["a", "b", "c"])))
     assert deleted == 3
@@ -105,7 +111,7 @@ def test_unlink_under_the_policy_retries_with_capped_backoff_until_redis_answers
 
 def test_unlink_error_message_never_shows_the_password() -> None:
     invalidator = RedisInvalidator(
-        "redis://:hunter2@127.0.0.1:1/0",
+        RedisConnection.parse("redis://:hunter2@127.0.0.1:1/0"),
         metrics=WorkerMetrics(),
         client=cast(Any, _FlakyRedis(failures=1)),
         **PLAIN_UNLINK,

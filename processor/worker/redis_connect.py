@@ -1,0 +1,52 @@
+"""The one place a Redis client is made, for each kind of deployment :class:`RedisConnection` describes:
+redis-py's own client for one server, its Sentinel-managed primary, and its cluster client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from schemas.connections import RedisConnection
+
+#: What each kind of client is: a plain client and a Sentinel's primary speak to one node at a time.
+AnyRedis = aioredis.Redis | RedisCluster
+
+
+def redis_client(conn: RedisConnection, *, socket_timeout: float | None = 5.0) -> Any:
+    """A client of the cache ``conn`` names. Short timeouts: a hung Redis must surface as an error the
+    failure policy retries, not as a stuck batch (``socket_timeout=None`` for subscriptions, idle between
+    messages)."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": 10,
+    }
+    if conn.kind == "single":
+        if conn.ca_file and conn.tls:
+            options["ssl_ca_certs"] = conn.ca_file
+        return aioredis.Redis.from_url(conn.url.get_secret_value(), **options)
+    auth: dict[str, Any] = {
+        "username": conn.username,
+        "password": conn.password.get_secret_value() if conn.password else None,
+    }
+    if conn.tls:
+        auth["ssl"] = True
+        if conn.ca_file:
+            auth["ssl_ca_certs"] = conn.ca_file
+    if conn.kind == "cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in conn.nodes], **options, **auth
+        )
+    sentinel_auth: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+    if conn.sentinel_password is not None:
+        sentinel_auth["password"] = conn.sentinel_password.get_secret_value()
+    if conn.tls:
+        sentinel_auth["ssl"] = True
+        if conn.ca_file:
+            sentinel_auth["ssl_ca_certs"] = conn.ca_file
+    sentinel = Sentinel(list(conn.nodes), sentinel_kwargs=sentinel_auth, **options, **auth)
+    assert conn.master is not None
+    return sentinel.master_for(conn.master, redis_class=aioredis.Redis, db=conn.db)
