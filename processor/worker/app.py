@@ -22,11 +22,12 @@ from faust.app.base import BootStrategy
 
 from processor.core.config import CoreConfig
 from processor.core.resolver import InMemoryResolver
+from processor.worker.cluster import ClusterNodes
 from processor.worker.config import WorkerConfig
 from processor.worker.consumer import AppointmentsConsumer
 from processor.worker.crashloop import CrashJournal
 from processor.worker.errors import RedisUnavailable
-from processor.worker.guard import KeyspaceGuard
+from processor.worker.guard import ClusterGuard, KeyspaceGuard
 from processor.worker.handler import BatchHandler
 from processor.worker.invalidator import RedisInvalidator
 from processor.worker.metrics import CONTENT_TYPE, WorkerMetrics
@@ -120,18 +121,20 @@ def create_app(config: WorkerConfig, core: CoreConfig) -> SlotguardApp:
         guard_window=config.guard_window,
         revoke_leases=config.revoke_leases,
     )
-    guard = (
-        KeyspaceGuard(
-            # Its own connection without a read timeout: a subscription is idle between cache writes.
-            redis_client(config.redis, socket_timeout=None),
-            prefix=config.redis_key_prefix,
-            channel=invalidator.channel,
-            window=config.guard_window,
-            metrics=metrics,
+    guard: KeyspaceGuard | ClusterGuard | None = None
+    if config.guard_window > 0:
+        # Its own connections without a read timeout: a subscription is idle between cache writes.
+        subscriber = redis_client(config.redis, socket_timeout=None)
+        options = {
+            "prefix": config.redis_key_prefix,
+            "channel": invalidator.channel,
+            "window": config.guard_window,
+        }
+        guard = (
+            ClusterGuard(ClusterNodes(subscriber, config.redis), metrics=metrics, **options)  # type: ignore[arg-type]
+            if config.redis.kind == "cluster"
+            else KeyspaceGuard(subscriber, metrics=metrics, **options)  # type: ignore[arg-type]
         )
-        if config.guard_window > 0
-        else None
-    )
     publisher = KafkaPublisher(
         config.kafka,
         enable_idempotence=config.enable_idempotence,

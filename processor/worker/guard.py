@@ -40,6 +40,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
+from processor.worker.cluster import ClusterNodes
 from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
 from processor.worker.policy import Backoff
@@ -312,3 +313,60 @@ class KeyspaceGuard:
         finally:
             self.covering_since = None
             await pubsub.aclose()
+
+
+class ClusterGuard:
+    """The guard on a Redis Cluster: keyspace events are per node, so one :class:`KeyspaceGuard` per primary,
+    each on a connection of its own to that node, started and stopped as the primaries change (a failover,
+    a node added). An announcement is published on the node that holds its keys and, in a cluster, reaches
+    every node's subscribers: each guard hears all of them, and the ones for its own node's keys in Redis'
+    order among that node's keyspace events."""
+
+    def __init__(
+        self,
+        nodes: ClusterNodes,
+        *,
+        prefix: str,
+        channel: str,
+        window: float,
+        metrics: WorkerMetrics,
+        follow_every: float = 5.0,
+    ) -> None:
+        self._nodes = nodes
+        self._options = {"prefix": prefix, "channel": channel, "window": window, "metrics": metrics}
+        self._follow_every = follow_every
+        self.guards: dict[str, KeyspaceGuard] = {}
+
+    @property
+    def covering_since(self) -> float | None:
+        """Since when every primary's guard has watched without a gap (None: one is not watching)."""
+        since = [g.covering_since for g in self.guards.values()]
+        if not since or any(s is None for s in since):
+            return None
+        return max(s for s in since if s is not None)
+
+    async def run(self) -> None:
+        tasks: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                try:
+                    await self._nodes.refresh()
+                    primaries = set(self._nodes.primaries())
+                except (RedisError, OSError) as exc:
+                    log.warning(
+                        "keyspace guard cannot read the cluster's slot map (%s); keeps what it has", exc
+                    )
+                    primaries = set(tasks)
+                for name in set(tasks) - primaries:
+                    tasks.pop(name).cancel()
+                    self.guards.pop(name, None)
+                    log.info("keyspace guard: %s is no longer a primary", name)
+                for name in primaries - set(tasks):
+                    guard = KeyspaceGuard(self._nodes.client(name, socket_timeout=None), **self._options)  # type: ignore[arg-type]
+                    self.guards[name] = guard
+                    tasks[name] = asyncio.create_task(guard.run(), name=f"guard {name}")
+                    log.info("keyspace guard: watching primary %s", name)
+                await asyncio.sleep(self._follow_every)  # CLUSTER SLOTS has no change event to wait on
+        finally:
+            for task in tasks.values():
+                task.cancel()

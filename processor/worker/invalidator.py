@@ -8,15 +8,19 @@ committed behind keys that were not deleted. ``UNLINK`` is idempotent, so redoin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from processor.core.keys import glob_escape
+from processor.worker.cluster import ClusterNodes
 from processor.worker.errors import RedisUnavailable
 from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
@@ -83,6 +87,28 @@ return {found, #all}
 """
 
 
+#: A batch's share on one node of a Redis Cluster (:mod:`processor.worker.cluster`): what ``_INVALIDATE``
+#: does for one slot, for keys of every slot the node serves -- undeclared keys, which Redis >= 7 allows a
+#: script flagged ``allow-cross-slot-keys`` as long as they are local. ARGV: channel ('' = none), due
+#: ('' = none), the announcement, the schedule member, the node's schedule key, then the keys (and leases).
+_INVALIDATE_ON_NODE = """#!lua flags=allow-cross-slot-keys
+if ARGV[1] ~= '' then
+  redis.pcall('PUBLISH', ARGV[1], ARGV[3])
+end
+local found = 0
+for i = 6, #ARGV do
+  found = found + redis.call('UNLINK', ARGV[i])
+end
+if ARGV[2] ~= '' then
+  redis.call('ZADD', ARGV[5], ARGV[2], ARGV[4])
+end
+return found
+"""
+
+#: Seconds between two looks for second-delete schedules a resharding or failover left on another node.
+ORPHAN_SCAN_EVERY_S = 10.0
+
+
 class RedisInvalidator:
     """Unlinks keys in the Redis named by a URL; wraps redis-py errors into :class:`RedisUnavailable`."""
 
@@ -125,10 +151,18 @@ class RedisInvalidator:
         self._revoke_leases = revoke_leases
         self._clock = clock
         self._drain: Any = None
+        #: On a cluster: its primaries, each with its share of a batch (None: one server or a Sentinel's).
+        self._nodes = (
+            ClusterNodes(cast(RedisCluster, self.client), redis) if redis.kind == "cluster" else None
+        )
+        self._refresh = False
+        self._orphans_at = 0.0
 
     async def unlink(self, keys: Sequence[str]) -> int:
         """One attempt: UNLINK every key in one pipeline round trip; the number of keys that existed
         (leases revoked with them included)."""
+        if self._nodes is not None:
+            return await self._unlink_on_nodes(keys)
         starts = range(0, len(keys), UNLINK_CHUNK)
         extras = self._announce or self._revoke_leases or self._second_delete_after > 0
         try:
@@ -163,7 +197,7 @@ class RedisInvalidator:
                     pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
                 results = await pipe.execute()
                 if self._wait_replicas:
-                    await self._replicated(int(results.pop()))
+                    await self._replicated(self.client, int(results.pop()))
         except (RedisError, OSError) as exc:
             self._metrics.redis_up.set(0)
             raise RedisUnavailable(
@@ -172,12 +206,62 @@ class RedisInvalidator:
         self._metrics.redis_up.set(1)
         return sum(int(n) for n in results)
 
-    async def _replicated(self, acknowledged: int) -> None:
+    async def _unlink_on_nodes(self, keys: Sequence[str]) -> int:
+        """:meth:`unlink` on a cluster: each primary's keys (and leases) in one round trip of its own, all
+        primaries at once; done when every one acknowledged (and its replicas, with WAIT)."""
+        assert self._nodes is not None
+        try:
+            if self._refresh:
+                await self._nodes.refresh()
+                self._refresh = False
+            else:
+                await self._nodes.ensure()
+            groups = self._nodes.group(keys)
+            leases = self._nodes.group(k + LEASE_SUFFIX for k in keys) if self._revoke_leases else {}
+            due = repr(self._clock() + self._second_delete_after) if self._second_delete_after > 0 else ""
+            counts = await asyncio.gather(
+                *(
+                    self._on_node(name, groups.get(name, []), leases.get(name, []), due)
+                    for name in set(groups) | set(leases)
+                )
+            )
+        except (RedisError, OSError, LookupError) as exc:
+            # Maybe the slot map changed (resharding, failover): read it again before the retry.
+            self._refresh = True
+            self._metrics.redis_up.set(0)
+            raise RedisUnavailable(
+                f"Redis Cluster at {self._url_for_humans} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._metrics.redis_up.set(1)
+        return sum(counts)
+
+    async def _on_node(self, name: str, keys: list[str], leases: list[str], due: str) -> int:
+        assert self._nodes is not None
+        client = self._nodes.client(name)
+        channel = self.channel if self._announce else ""
+        schedule = f"{self.schedule_key}:{self._nodes.tag(name)}" if due else ""
+        head = b"[" + due.encode() + b","
+        async with client.pipeline(transaction=False) as pipe:
+            for start in range(0, len(keys), UNLINK_CHUNK):
+                chunk = keys[start : start + UNLINK_CHUNK]
+                announced = orjson.dumps(chunk) if channel or due else b""
+                member = head + announced[1:] if due else b""
+                pipe.eval(_INVALIDATE_ON_NODE, 0, channel, due, announced, member, schedule, *chunk)
+            for start in range(0, len(leases), UNLINK_CHUNK):
+                pipe.eval(_INVALIDATE_ON_NODE, 0, "", "", b"", b"", "", *leases[start : start + UNLINK_CHUNK])
+            if self._wait_replicas:
+                pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
+            results = await pipe.execute()
+        if self._wait_replicas:
+            await self._replicated(client, int(results.pop()))
+        return sum(int(n) for n in results)
+
+    async def _replicated(self, client: Any, acknowledged: int) -> None:
         """Raise unless ``acknowledged`` replicas are enough: the number asked for, or every replica the
         primary has connected now -- with none, no failover can promote one that lacks the deletes."""
         if acknowledged >= self._wait_replicas:
             return
-        info = await self.client.info("replication")
+        info = await client.info("replication")
         connected = int(info.get("connected_slaves", 0))
         if acknowledged < min(self._wait_replicas, connected):
             raise RedisUnavailable(
@@ -192,13 +276,15 @@ class RedisInvalidator:
         ``watched_since``: wall-clock time since which the keyspace guard has watched without a gap. Keys
         first deleted after it plus ``guard_window`` (so the guard also saw the misses before the delete)
         are only dropped from the schedule: the guard already removed any stale write."""
-        if self._drain is None:
-            self._drain = self.client.register_script(_DRAIN_DUE)
         if watched_since is None:
             unlink_before = "1e300"  # every due key is unlinked
         else:
             unlink_before = repr(watched_since + self.guard_window + self._second_delete_after)
         now = self._clock()
+        if self._nodes is not None:
+            return await self._second_delete_on_nodes(limit, now, float(unlink_before))
+        if self._drain is None:
+            self._drain = self.client.register_script(_DRAIN_DUE)
         found = 0
         try:
             while True:
@@ -214,15 +300,79 @@ class RedisInvalidator:
                 f"Redis at {self._url_for_humans} failed: {type(exc).__name__}: {exc}"
             ) from exc
 
-    async def ping(self) -> bool:
-        """True when Redis answers PING (for /healthz)."""
+    async def _second_delete_on_nodes(self, limit: int, now: float, unlink_before: float) -> int:
+        """:meth:`second_delete_due` on a cluster: each primary's schedule (and any a resharding or failover
+        left on it) read, its due keys unlinked through the cluster client -- wherever they live now --,
+        and only then removed from the schedule: a crash in between unlinks them again, never not at all."""
+        assert self._nodes is not None
+        found = 0
         try:
-            ok = bool(await self.client.ping())
-        except (RedisError, OSError):
+            await self._nodes.ensure()
+            scan = time.monotonic() >= self._orphans_at
+            if scan:
+                self._orphans_at = time.monotonic() + ORPHAN_SCAN_EVERY_S
+            for name in self._nodes.primaries():
+                node = self._nodes.client(name)
+                schedules = {f"{self.schedule_key}:{self._nodes.tag(name)}"}
+                if scan:
+                    pattern = glob_escape(self.schedule_key) + ":*"
+                    schedules |= {k.decode() async for k in node.scan_iter(match=pattern, count=1000)}
+                for schedule in schedules:
+                    while True:
+                        due = await node.zrangebyscore(
+                            schedule, "-inf", now, start=0, num=limit, withscores=True
+                        )
+                        if not due:
+                            break
+                        keys = [
+                            k for member, score in due if score < unlink_before for k in _scheduled(member)
+                        ]
+                        if keys:
+                            async with self.client.pipeline() as pipe:
+                                for key in keys:
+                                    pipe.execute_command("UNLINK", key)
+                                found += sum(int(n) for n in await pipe.execute())
+                        await node.zrem(schedule, *(member for member, _ in due))
+                        if len(due) < limit:
+                            break
+        except (RedisError, OSError, LookupError) as exc:
+            self._refresh = True
+            self._metrics.redis_up.set(0)
+            raise RedisUnavailable(
+                f"Redis Cluster at {self._url_for_humans} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return found
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING (for /healthz) -- on a cluster, every primary."""
+        try:
+            if self._nodes is not None:
+                if self._refresh:
+                    await self._nodes.refresh()
+                    self._refresh = False
+                await self._nodes.ensure()
+                pongs = await asyncio.gather(*(self._nodes.client(n).ping() for n in self._nodes.primaries()))
+                ok = all(pongs)
+            else:
+                ok = bool(await self.client.ping())
+        except (RedisError, OSError, LookupError):
+            self._refresh = self._nodes is not None
             self._metrics.redis_up.set(0)
             return False
         self._metrics.redis_up.set(1 if ok else 0)
         return ok
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._nodes is not None:
+            await self._nodes.close()
+        else:
+            await self.client.aclose()
+
+
+def _scheduled(member: bytes) -> list[str]:
+    """The keys of a second-delete schedule member: ``[due, key, ...]``."""
+    try:
+        chunk = orjson.loads(member)
+    except orjson.JSONDecodeError:
+        return [member.decode()]  # one key per member, as earlier versions wrote
+    return [str(k) for k in chunk[1:]] if isinstance(chunk, list) else []

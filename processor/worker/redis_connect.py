@@ -50,3 +50,21 @@ def redis_client(conn: RedisConnection, *, socket_timeout: float | None = 5.0) -
     sentinel = Sentinel(list(conn.nodes), sentinel_kwargs=sentinel_auth, **options, **auth)
     assert conn.master is not None
     return sentinel.master_for(conn.master, redis_class=aioredis.Redis, db=conn.db)
+
+
+def node_client(conn: RedisConnection, host: str, port: int, *, socket_timeout: float | None = 5.0) -> Any:
+    """A client of one node of ``conn``'s cluster (same user, password and TLS)."""
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "username": conn.username,
+        "password": conn.password.get_secret_value() if conn.password else None,
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": 10,
+    }
+    if conn.tls:
+        options["ssl"] = True
+        if conn.ca_file:
+            options["ssl_ca_certs"] = conn.ca_file
+    return aioredis.Redis(**options)
