@@ -105,6 +105,9 @@ end
 return found
 """
 
+#: Seconds /healthz waits for Redis' PONG.
+PING_TIMEOUT_S = 1.0
+
 #: Seconds between two looks for second-delete schedules a resharding or failover left on another node.
 ORPHAN_SCAN_EVERY_S = 10.0
 
@@ -344,7 +347,15 @@ class RedisInvalidator:
         return found
 
     async def ping(self) -> bool:
-        """True when Redis answers PING (for /healthz) -- on a cluster, every primary."""
+        """True when Redis answers PING within :data:`PING_TIMEOUT_S` (for /healthz) -- on a cluster, every
+        primary. Bounded: a dead primary must make /healthz say 503, not leave it unanswered."""
+        try:
+            return await asyncio.wait_for(self._ping(), PING_TIMEOUT_S)
+        except TimeoutError:
+            self._metrics.redis_up.set(0)
+            return False
+
+    async def _ping(self) -> bool:
         try:
             if self._nodes is not None:
                 if self._refresh:
