@@ -86,7 +86,7 @@ class ClusterNodes:
             self._tags[name] = found
         return found
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()

@@ -375,7 +375,7 @@ class RedisInvalidator:
 
     async def close(self) -> None:
         if self._nodes is not None:
-            await self._nodes.close()
+            await self._nodes.aclose()
         else:
             await self.client.aclose()
 

@@ -6,7 +6,8 @@ asks for a token on a miss and may write only while its token is still the key's
 invalidation deletes the keys and their leases in one atomic step, so a fill that started before the
 invalidation can never land after it. Three Lua scripts (atomic on the Redis server):
 
-* ``GET_OR_LEASE``: the value, or a fresh lease token (a later miss takes the lease over);
+* ``GET_OR_LEASE``: the value, or records the reader's fresh random token as the key's lease (a later miss
+  takes the lease over);
 * ``PUT_IF_LEASED``: ``SET key value EX ttl`` only if the token is still the key's lease; drops the lease;
 * ``INVALIDATE``: ``UNLINK`` every key and its lease.
 
@@ -15,21 +16,23 @@ invalidation can never land after it. Three Lua scripts (atomic on the Redis ser
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
 
-#: The lease of ``key`` lives under ``key`` + this suffix (same hash slot on a cluster: ``{key}`` tags aside).
+#: The lease of ``key`` lives under ``key`` + this suffix. On a Redis Cluster a key and its lease share a
+#: slot only when the key carries a hash tag (a template with ``{{{company}}}``): the scripts below touch
+#: the key and its lease together, and a script's keys must share a slot there.
 LEASE_SUFFIX = ":slotguard-lease"
-#: Counter the tokens are drawn from.
-SEQUENCE_KEY = "slotguard:lease-seq"
 
+#: ARGV[1]: the lease's lifetime (ms); ARGV[2]: the reader's fresh random token (no shared counter: on a
+#: cluster it would sit in another slot than the key).
 GET_OR_LEASE = """
 local value = redis.call('GET', KEYS[1])
 if value then return {1, value} end
-local token = redis.call('INCR', KEYS[3])
-redis.call('SET', KEYS[2], token, 'PX', ARGV[1])
-return {0, tostring(token)}
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
+return {0, ARGV[2]}
 """
 
 PUT_IF_LEASED = """
@@ -61,7 +64,8 @@ class LeasedCache:
 
     async def get_or_lease(self, key: str) -> tuple[bytes | None, str | None]:
         """``(value, None)`` on a hit, ``(None, token)`` on a miss."""
-        hit, payload = await self._get(keys=[key, key + LEASE_SUFFIX, SEQUENCE_KEY], args=[self._lease_ms])
+        fresh = secrets.token_hex(16)
+        hit, payload = await self._get(keys=[key, key + LEASE_SUFFIX], args=[self._lease_ms, fresh])
         if int(hit) == 1:
             return bytes(payload) if not isinstance(payload, bytes) else payload, None
         token = payload.decode() if isinstance(payload, bytes) else str(payload)

@@ -32,9 +32,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
-import redis.asyncio as aioredis
 
 from processor.core.config import CoreConfig
+from processor.worker.cluster import ClusterNodes
+from processor.worker.redis_connect import redis_client
+from schemas.connections import RedisConnection
 from slotguard.bench.cpu import CpuMeter
 from slotguard.bench.pgclient import PgClient
 from slotguard.operate.kafka_group import end_offsets, records_since
@@ -258,7 +260,7 @@ class Load:
         sentinels cached in one pipelined round trip before any of them commits: one Redis call per change
         took about a fifth of the generator's profile samples (py-spy at 2,000/s), on the same two cores as
         the pipeline it measures."""
-        cache = aioredis.Redis.from_url(self.redis_url)
+        cache = self._cache()
         conns: list[Committer] = []
         free: asyncio.Queue[Committer] = asyncio.Queue()
         inflight: set[asyncio.Task[None]] = set()
@@ -308,38 +310,62 @@ class Load:
         keys = [s.key for s in self.samples if s.gone_wall is None]
         if not keys:
             return 0, 0
-        cache = aioredis.Redis.from_url(self.redis_url)
+        cache = self._cache()
         try:
             cached = int(await cache.exists(*keys))  # EXISTS counts every key named that exists
         finally:
             await cache.aclose()
         return len(keys) - cached, cached
 
+    def _cache(self) -> Any:
+        return redis_client(RedisConnection.parse(self.redis_url))
+
     async def observe(self, ready: asyncio.Event) -> None:
-        cache = aioredis.Redis.from_url(self.redis_url)
-        current = str((await cache.config_get("notify-keyspace-events")).get("notify-keyspace-events", ""))
-        missing = "".join(f for f in "Eg" if f not in current)
-        if missing:
-            await cache.config_set("notify-keyspace-events", current + missing)
-        pubsub = cache.pubsub(ignore_subscribe_messages=True)
+        """Timestamp each sentinel's deletion from the ``del`` keyevents -- of every primary on a cluster,
+        where keyspace events are per node."""
+        conn = RedisConnection.parse(self.redis_url)
+        cache = redis_client(conn, socket_timeout=None)
+        nodes = ClusterNodes(cache, conn) if conn.kind == "cluster" else None
+        if nodes is not None:
+            await nodes.ensure()
+            servers = [nodes.client(name, socket_timeout=None) for name in nodes.primaries()]
+        else:
+            servers = [cache]
+        subscribed = 0
+
+        async def follow(server: Any) -> None:
+            nonlocal subscribed
+            current = str(
+                (await server.config_get("notify-keyspace-events")).get("notify-keyspace-events", "")
+            )
+            missing = "".join(f for f in "Eg" if f not in current)
+            if missing:
+                await server.config_set("notify-keyspace-events", current + missing)
+            pubsub = server.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe("__keyevent@0__:del")
+                subscribed += 1
+                if subscribed == len(servers):
+                    ready.set()
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is None:
+                        continue
+                    seen = time.time()
+                    data = message["data"]
+                    key = data.decode() if isinstance(data, bytes) else str(data)
+                    sample = self.sentinels.get(key)
+                    if sample is not None and sample.gone_wall is None:
+                        sample.gone_wall = seen
+                        self.gone += 1
+                        self._check_done()
+            finally:
+                await pubsub.aclose()
+
         try:
-            await pubsub.subscribe("__keyevent@0__:del")
-            ready.set()
-            while True:
-                message = await pubsub.get_message(timeout=None)
-                if message is None:
-                    continue
-                seen = time.time()
-                data = message["data"]
-                key = data.decode() if isinstance(data, bytes) else str(data)
-                sample = self.sentinels.get(key)
-                if sample is not None and sample.gone_wall is None:
-                    sample.gone_wall = seen
-                    self.gone += 1
-                    self._check_done()
+            await asyncio.gather(*(follow(server) for server in servers))
         finally:
-            await pubsub.aclose()
-            await cache.aclose()
+            await (nodes.aclose() if nodes is not None else cache.aclose())
 
     async def topic_end(self) -> dict[int, int]:
         """Where the appointments topic ends before the run (the run's records come after)."""

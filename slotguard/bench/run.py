@@ -9,12 +9,13 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import SecretStr
 
 from slotguard.bench import instructions
 from slotguard.bench.core_bench import measure_quietly
@@ -158,9 +159,11 @@ def run(
     records = list(changes(max(sizes["worker"], sizes["naive"])))
 
     stack = DevStack(out / "stack")
-    progress("starting the local stack (Postgres, tansu, Redis)")
+    progress("starting the local stack (Postgres, tansu, Redis) and a Redis Cluster beside it")
     info = stack.up(infra_only=True).info
+    cluster = contextlib.ExitStack()
     try:
+        cluster_url = cluster.enter_context(_cluster_redis(out / "cluster"))
         base = _settings(info)
         topic = _prefilled(base, "worker", records[: sizes["worker"]], progress)
         # The median of WORKER_DRAINS fresh workers, each in its own group on the same topic: one drain of
@@ -170,6 +173,15 @@ def run(
             key=lambda d: d.rate,
         )
         worker = drains[len(drains) // 2]
+        on_cluster = (topic[0].model_copy(update={"redis_url": SecretStr(cluster_url)}), topic[1])
+        cluster_drains = sorted(
+            (
+                _drain(on_cluster, f"cluster{i + 1}", worker_command(), out, progress)
+                for i in range(WORKER_DRAINS)
+            ),
+            key=lambda d: d.rate,
+        )
+        on_nodes = cluster_drains[len(cluster_drains) // 2]
         naive_topic = (
             topic
             if sizes["naive"] == sizes["worker"]
@@ -188,6 +200,13 @@ def run(
             "changes": worker.records,
             "baseline_changes": naive.records,
             "partitions": 4,
+            "cluster": {
+                "events_per_s": round(on_nodes.rate),
+                "drain_rates": [round(d.rate) for d in cluster_drains],
+                "ratio_to_one_node": round(on_nodes.rate / worker.rate, 2) if worker.rate else None,
+                "rss_mb": round(max(d.rss_mb_peak for d in cluster_drains), 1),
+                "topology": "3 primaries, 1 replica each, WAIT 1",
+            },
             "scale_out": {
                 "processes": SCALE_OUT_PROCESSES,
                 "events_per_s": round(scaled.rate),
@@ -221,8 +240,10 @@ def run(
                 stack, seconds, warmup, writes, overhead_rounds, out, progress, sizes.get("flush", FLUSH_KEYS)
             )
         )
+        results["cluster_e2e"] = _on_cluster(stack, cluster_url, seconds, warmup, progress)
     finally:
-        progress("stopping the local stack")
+        progress("stopping the local stack and the cluster")
+        cluster.close()
         stack.down()
     if sizes.get("backlog", 0) < 1_000_000:
         results["not_measured"] = ["the 1M backlog (this run drained a smaller one; run without --quick)"]
@@ -279,6 +300,52 @@ def _pipeline(
         "write_overhead": overhead,
         "flush": flush,
     }
+
+
+@contextlib.contextmanager
+def _cluster_redis(base: Path) -> Iterator[str]:
+    """A Redis Cluster as `slotguard dev up --redis cluster` runs it, for the drains and e2e beside one node."""
+    from slotguard.dev.parts import free_port
+    from slotguard.dev.paths import StackPaths
+    from slotguard.dev.redis import PORTS_NEEDED, redis_parts, redis_url
+
+    paths = StackPaths.at(base)
+    paths.ensure()
+    ports = [free_port() for _ in range(PORTS_NEEDED["cluster"])]
+    parts = redis_parts(paths, "cluster", ports)
+    try:
+        for part in parts:
+            part.start()
+        for part in parts:
+            part.wait_ready()  # the last forms the cluster
+        yield redis_url("cluster", ports)
+    finally:
+        for part in reversed(parts):
+            part.stop()
+
+
+def _on_cluster(
+    stack: DevStack, cluster_url: str, seconds: dict[int, float], warmup: float, progress: Progress
+) -> dict[str, Any]:
+    """e2e latency per rate with the worker invalidating on the cluster (same relay, same topic)."""
+    import dataclasses
+
+    from slotguard.bench.cpu import CpuMeter
+
+    progress("restarting the worker on the Redis Cluster")
+    stack.restart_worker({"SLOTGUARD_REDIS_URL": cluster_url})
+    try:
+        info = stack.info()
+        assert info is not None
+        on_cluster = dataclasses.replace(info, redis_url=cluster_url)
+        return {
+            str(rate): _measure_rate(
+                on_cluster, rate, length, warmup, CpuMeter(stack.pids()), progress
+            ).summary()
+            for rate, length in seconds.items()
+        }
+    finally:
+        stack.restart_worker({})
 
 
 def _flush_under_load(info: StackInfo, keys: int, progress: Progress) -> dict[str, Any]:
@@ -514,6 +581,13 @@ def report(results: dict[str, Any]) -> str:
             f"| naive Faust agent (one DEL per event, {worker['baseline_changes']:,} changes) | {worker['baseline_events_per_s']:,} changes/s, RSS peak {worker['baseline_rss_mb']} MB |",
             f"| worker / naive | {worker['ratio_to_baseline']}× |",
         ]
+        on_cluster = worker.get("cluster")
+        if on_cluster:
+            lines.append(
+                f"| worker drain on a Redis Cluster ({on_cluster['topology']}; median of "
+                f"{', '.join(f'{r:,}' for r in on_cluster['drain_rates'])}) | {on_cluster['events_per_s']:,} changes/s "
+                f"({on_cluster['ratio_to_one_node']}× one node), RSS peak {on_cluster['rss_mb']} MB |"
+            )
         scale = worker.get("scale_out")
         if scale:
             lines.append(
@@ -536,6 +610,12 @@ def report(results: dict[str, Any]) -> str:
         )
         if e2e.get("cpu_cores"):
             lines.append(f"| cores in use during e2e at {rate}/s | {_cores_line(e2e['cpu_cores'])} |")
+    for rate, e2e in results.get("cluster_e2e", {}).items():
+        lines.append(
+            f"| e2e at {rate}/s on the Redis Cluster (achieved {e2e['achieved_rate']}/s, {e2e['observed']}/"
+            f"{e2e['changes']} observed, {e2e['unobserved_still_cached']} still cached) | p50 {e2e['p50_ms']} ms, "
+            f"p95 {e2e['p95_ms']} ms, p99 {e2e['p99_ms']} ms, max {e2e['max_ms']} ms |"
+        )
     backlog = results.get("backlog")
     if backlog:
         lines.append(

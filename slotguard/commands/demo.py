@@ -26,6 +26,9 @@ from slotguard.sim.modes import MODES
 
 DEFAULT_SECONDS = 60.0
 
+#: The demo's key template on a cluster: the seed's, with the company as hash tag (docs/leases.md).
+CLUSTER_TEMPLATE = "cal_slots_{{{company}}}_{branch}_{event_type}_{start:%Y-%m-%d-%H}_{end:%Y-%m-%d-%H}"
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -54,6 +57,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--seed", type=int, default=7, help="workload seed (default: 7)")
     parser.add_argument(
+        "--redis",
+        choices=["single", "sentinel", "cluster"],
+        default=None,
+        help="the local stack's Redis: one server (default), behind Sentinels, or a cluster -- where the keys "
+        f"carry a hash tag ({CLUSTER_TEMPLATE}), so a key and its lease share a slot",
+    )
+    parser.add_argument(
         "--walkthrough",
         action="store_true",
         help="instead: book, reschedule and cancel one appointment and watch its keys vanish",
@@ -79,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     base: Path = args.dir if args.dir is not None else settings.data_dir
     console = Console()
     dir_option = f" --dir {args.dir}" if args.dir is not None else ""
-    stack = DevStack(base, slot_name=settings.slot_name)
+    stack = DevStack(base, slot_name=settings.slot_name, redis=args.redis)
     try:
         info = start_stack(console, stack)
         if args.walkthrough:
@@ -91,10 +101,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             names = [args.mode]
         # The stack's own servers, whatever the environment points at.
+        on_cluster = info.redis_url.startswith(("redis+cluster", "rediss+cluster"))
         on_stack = load_settings(
             database_url=info.database_url,
             kafka_bootstrap=info.kafka_bootstrap,
             redis_url=info.redis_url,
+            **({"key_template": CLUSTER_TEMPLATE} if on_cluster else {}),
             **BROKER_SETTINGS,
         )
         return simulate(console, args, on_stack, stack, info, names)

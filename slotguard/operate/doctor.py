@@ -16,6 +16,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 from pydantic import SecretStr
+from redis.exceptions import RedisError, ResponseError
 
 from connectors.config import CONNECTOR_NAME
 from connectors.connect_api import ConnectClient
@@ -23,13 +24,14 @@ from connectors.relay import offsets_file
 from connectors.source_gap import SlotState, StoredPosition, find_gap, read_relay_position, read_slot
 from processor.core.keys import glob_escape
 from processor.worker.redis_connect import redis_client
+from schemas.connections import RedisConnection
 from schemas.control import format_lsn
 from schemas.errors import SlotguardError
 from schemas.rows import APPOINTMENT_FIELDS, SERVICE_FIELDS, resolve_columns
 from slotguard.operate.kafka_group import committed_and_end_offsets, group_state, quiet_kafka_client
 from slotguard.operate.source import connect_position
 from slotguard.settings import Settings
-from slotguard.wiring import core_config, kafka_connection, redis_connection
+from slotguard.wiring import core_config, kafka_connection, redis_connection, redis_wait_replicas
 
 Status = Literal["ok", "warn", "fail"]
 SYMBOL: dict[Status, str] = {"ok": "✓", "warn": "!", "fail": "✗"}
@@ -536,7 +538,13 @@ async def _redis(settings: Settings, sample: int) -> list[Check]:
             if written
             else Check("redis probe key", "fail", "write did not stick", "check the ACL of the Redis user")
         )
-        checks.append(await _keyspace_events(client, settings))
+        conn = redis_connection(settings)
+        if conn.kind == "cluster":
+            checks += await _cluster(client, conn, settings)
+        else:
+            checks.append(await _keyspace_events(client, settings))
+            if conn.kind == "sentinel":
+                checks += await _sentinels(conn, settings)
         head = settings.key_template.split("{", 1)[0]
         pattern = f"{glob_escape(prefix + head)}*"
         found: list[str] = []
@@ -570,13 +578,11 @@ async def _redis(settings: Settings, sample: int) -> list[Check]:
         await client.aclose()
 
 
-async def _keyspace_events(client: Any, settings: Settings) -> Check:
+async def _keyspace_events(client: Any, settings: Settings, *, where: str = "") -> Check:
     """Whether the keyspace guard can watch fills (docs/worker.md, "Closing the stale-fill race")."""
-    from redis.exceptions import ResponseError
-
     from processor.worker.guard import NOTIFY, missing_flags
 
-    name = "keyspace events"
+    name = f"keyspace events{where}"
     if settings.guard_window <= 0:
         return Check(name, "ok", "keyspace guard off (SLOTGUARD_GUARD_WINDOW=0): not needed")
     try:
@@ -598,6 +604,151 @@ async def _keyspace_events(client: Any, settings: Settings) -> Check:
             "the worker adds them at start (CONFIG SET); if its Redis user may not, set them on the server",
         )
     return Check(name, "ok", f"notify-keyspace-events {current!r}: the keyspace guard can watch fills")
+
+
+async def _cluster(client: Any, conn: RedisConnection, settings: Settings) -> list[Check]:
+    """The cluster as a whole (every slot served), then each primary: its keyspace events, the invalidation's
+    rights there (a probe key and the script), and a replica to fail over to."""
+    from processor.worker.cluster import ClusterNodes
+
+    nodes = ClusterNodes(client, conn)
+    await nodes.ensure()
+    first = nodes.client(nodes.primaries()[0])
+    info = await first.cluster("INFO")
+    served = int(info.get("cluster_slots_ok", 0))
+    checks = [
+        Check("cluster slots", "ok", f"all 16384 served; cluster_state {info.get('cluster_state')}")
+        if served == 16384 and info.get("cluster_state") == "ok"
+        else Check(
+            "cluster slots",
+            "fail",
+            f"{16384 - served} of 16384 slots not served (cluster_state {info.get('cluster_state')}): keys there "
+            "can be neither cached nor invalidated",
+            "redis-cli --cluster check HOST:PORT, then --cluster fix (or assign the slots with CLUSTER ADDSLOTS)",
+        )
+    ]
+    wait = redis_wait_replicas(settings)
+    for name in nodes.primaries():
+        node = nodes.client(name)
+        checks.append(await _keyspace_events(node, settings, where=f" on {name}"))
+        probe = f"{settings.redis_key_prefix}slotguard:doctor:{nodes.tag(name)}"
+        try:
+            found = await node.eval(_PROBE, 0, probe)
+        except ResponseError as exc:
+            checks.append(
+                Check(
+                    f"primary {name}",
+                    "fail",
+                    f"the invalidation script cannot run there: {' '.join(str(exc).split())[:200]}",
+                    "Redis >= 7 on every node, and the user may run EVAL and write under the key prefix",
+                )
+            )
+            continue
+        replicas = int((await node.info("replication")).get("connected_slaves", 0))
+        if replicas == 0:
+            checks.append(
+                Check(
+                    f"primary {name}",
+                    "warn",
+                    "writes and runs the invalidation script, but has no replica: its death loses its slots"
+                    + (f", and WAIT for {wait} replica(s) falls back to none" if wait else ""),
+                    "give every primary a replica (redis-cli --cluster add-node --cluster-slave)",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    f"primary {name}",
+                    "ok",
+                    f"invalidation script ran ({found}); {replicas} replica(s), WAIT {wait}",
+                )
+            )
+    await nodes.aclose()
+    return checks
+
+
+#: The doctor's probe on one node: the same kind of script as the invalidation (undeclared keys, flagged).
+_PROBE = """#!lua flags=allow-cross-slot-keys
+redis.call('SET', ARGV[1], '1', 'EX', 30)
+return redis.call('UNLINK', ARGV[1])
+"""
+
+
+async def _sentinels(conn: RedisConnection, settings: Settings) -> list[Check]:
+    """The Sentinels' view of the primary: known, not down, with a replica to promote, enough Sentinels."""
+    from redis.asyncio.sentinel import Sentinel
+
+    assert conn.master is not None
+    kwargs: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    if conn.sentinel_password is not None:
+        kwargs["password"] = conn.sentinel_password.get_secret_value()
+    answering: list[dict[str, Any]] = []
+    healthy_replicas = 0
+    for host, port in conn.nodes:
+        one = Sentinel([(host, port)], sentinel_kwargs=kwargs).sentinels[0]
+        try:
+            answering.append(dict(await one.sentinel_master(conn.master)))  # type: ignore[arg-type]
+            replicas_seen = await one.sentinel_slaves(conn.master)
+        except (RedisError, OSError):
+            continue
+        finally:
+            await one.aclose()
+        healthy_replicas = max(
+            healthy_replicas,
+            sum(
+                1
+                for r in replicas_seen
+                if not {"s_down", "o_down", "disconnected"} & set(str(r.get("flags", "")).split(","))
+            ),
+        )
+    if not answering:
+        return [
+            Check(
+                f"sentinel {conn.master}",
+                "fail",
+                f"none of the {len(conn.nodes)} Sentinel(s) knows a primary named {conn.master!r}",
+                "check the Sentinels' addresses and the master name in SLOTGUARD_REDIS_URL",
+            )
+        ]
+    view = answering[0]
+    flags = str(view.get("flags", ""))
+    replicas = healthy_replicas
+    others = int(view.get("num-other-sentinels", 0))
+    where = f"{view.get('ip')}:{view.get('port')}"
+    checks = [
+        Check(
+            f"sentinel {conn.master}",
+            "ok" if "down" not in flags else "fail",
+            f"primary {where} ({flags}); {len(answering)} of {len(conn.nodes)} Sentinel(s) answer, "
+            f"{others + 1} watch it (quorum {view.get('quorum')})",
+            ""
+            if "down" not in flags
+            else "the primary is down and not yet failed over: check the Sentinels' logs",
+        )
+    ]
+    if replicas == 0:
+        checks.append(
+            Check(
+                "sentinel replicas",
+                "warn",
+                "the primary has no replica up: a failover has nothing to promote",
+                "add a replica (replicaof the primary); the Sentinels find it by themselves",
+            )
+        )
+    else:
+        checks.append(
+            Check("sentinel replicas", "ok", f"{replicas} replica(s); WAIT {redis_wait_replicas(settings)}")
+        )
+    if others + 1 < 3:
+        checks.append(
+            Check(
+                "sentinel quorum",
+                "warn",
+                f"only {others + 1} Sentinel(s) watch the primary",
+                "run three or more Sentinels on separate machines, so a failover needs a majority",
+            )
+        )
+    return checks
 
 
 # --- all ---------------------------------------------------------------------------------------------------

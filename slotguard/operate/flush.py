@@ -34,6 +34,8 @@ PROGRESS_EVERY_S = 5.0
 @dataclass
 class FlushProgress:
     pattern_index: int = 0
+    #: Which node is being scanned (a cluster's primaries are scanned one after the other).
+    node_index: int = 0
     cursor: int = 0
     scanned: int = 0
     deleted: int = 0
@@ -76,11 +78,16 @@ class Flush:
         rate: float,
         chunk: int,
         metrics: FlushMetrics | None = None,
+        nodes: Sequence[aioredis.Redis] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not patterns:
             raise ValueError("a flush needs at least one pattern")
         self._client = client
+        #: What SCAN walks: the server itself, or each primary of a cluster (a cursor is per node there);
+        #: on a node, keys of many slots are unlinked one command each (a multi-key UNLINK must be one slot).
+        self._nodes = list(nodes) if nodes is not None else [client]
+        self._per_key = nodes is not None
         self.patterns = list(patterns)
         # slotguard's own state (schedules, journals, this checkpoint) lives under <prefix>slotguard: and
         # is never flushed, whatever a pattern matches.
@@ -95,9 +102,10 @@ class Flush:
         """How many keys the patterns match now (one full SCAN, nothing deleted)."""
         total = 0
         for pattern in self.patterns:
-            async for key in self._client.scan_iter(match=pattern, count=self._chunk):
-                if not _own(key, self._own):
-                    total += 1
+            for node in self._nodes:
+                async for key in node.scan_iter(match=pattern, count=self._chunk):
+                    if not _own(key, self._own):
+                        total += 1
         return total
 
     async def pending(self) -> FlushProgress | None:
@@ -107,6 +115,7 @@ class Flush:
             return None
         return FlushProgress(
             pattern_index=int(saved[b"index"]),
+            node_index=int(saved.get(b"node", 0)),
             cursor=int(saved[b"cursor"]),
             scanned=int(saved[b"scanned"]),
             deleted=int(saved[b"deleted"]),
@@ -133,17 +142,26 @@ class Flush:
         try:
             while progress.pattern_index < len(self.patterns):
                 pattern = self.patterns[progress.pattern_index]
-                cursor, keys = await self._client.scan(progress.cursor, match=pattern, count=self._chunk)
+                node = self._nodes[progress.node_index]
+                cursor, keys = await node.scan(progress.cursor, match=pattern, count=self._chunk)
                 mine = [k for k in keys if not _own(k, self._own)]
-                if mine:
-                    await self._client.unlink(*mine)
+                if mine and self._per_key:
+                    async with node.pipeline(transaction=False) as pipe:
+                        for key in mine:
+                            pipe.unlink(key)
+                        await pipe.execute()
+                elif mine:
+                    await node.unlink(*mine)
                 progress.scanned += len(keys)
                 progress.deleted += len(mine)
                 deleted_here += len(mine)
                 self._metrics.scanned.inc(len(keys))
                 self._metrics.deleted.inc(len(mine))
                 if cursor == 0:
-                    progress.pattern_index += 1
+                    progress.node_index += 1
+                    if progress.node_index == len(self._nodes):
+                        progress.node_index = 0
+                        progress.pattern_index += 1
                 progress.cursor = int(cursor)
                 await self._save(progress)
                 now = self._clock()
@@ -173,6 +191,7 @@ class Flush:
             mapping={
                 "patterns": orjson.dumps(self.patterns),
                 "index": progress.pattern_index,
+                "node": progress.node_index,
                 "cursor": progress.cursor,
                 "scanned": progress.scanned,
                 "deleted": progress.deleted,

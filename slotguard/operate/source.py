@@ -36,6 +36,7 @@ from connectors.source_gap import (
     recreate_slot,
     set_aside_relay_offsets,
 )
+from processor.worker.cluster import ClusterNodes
 from processor.worker.redis_connect import redis_client
 from schemas.control import CONTROL_HEADER, SOURCE_GAP, SourceGap, format_lsn
 from schemas.errors import ConfigError, InputError
@@ -185,7 +186,13 @@ def changed_scope(settings: Settings, since: datetime | None) -> Scope:
 # --- doing it ------------------------------------------------------------------------------------------------
 
 
-def new_flush(settings: Settings, client: Any, scope: Scope, metrics: FlushMetrics | None = None) -> Flush:
+def new_flush(
+    settings: Settings,
+    client: Any,
+    scope: Scope,
+    metrics: FlushMetrics | None = None,
+    nodes: list[Any] | None = None,
+) -> Flush:
     return Flush(
         client,
         patterns=scope.patterns(settings),
@@ -193,6 +200,7 @@ def new_flush(settings: Settings, client: Any, scope: Scope, metrics: FlushMetri
         rate=settings.flush_rate,
         chunk=settings.flush_chunk,
         metrics=metrics,
+        nodes=nodes,
     )
 
 
@@ -200,20 +208,34 @@ def _redis(settings: Settings) -> Any:
     return redis_client(redis_connection(settings), socket_timeout=30.0)
 
 
+async def _flush_of(
+    settings: Settings, scope: Scope, metrics: FlushMetrics | None = None
+) -> tuple[Flush, Any]:
+    """The flush of ``scope`` and what to close after it: on a cluster, SCAN walks every primary."""
+    conn = redis_connection(settings)
+    client = redis_client(conn, socket_timeout=30.0)
+    if conn.kind != "cluster":
+        return new_flush(settings, client, scope, metrics), client
+    nodes = ClusterNodes(client, conn)
+    await nodes.ensure()
+    primaries = [nodes.client(name, socket_timeout=30.0) for name in nodes.primaries()]
+    return new_flush(settings, client, scope, metrics, primaries), nodes
+
+
 async def count_keys(settings: Settings, scope: Scope) -> int:
-    client = _redis(settings)
+    flush, closing = await _flush_of(settings, scope)
     try:
-        return await new_flush(settings, client, scope).count()
+        return await flush.count()
     finally:
-        await client.aclose()
+        await closing.aclose()
 
 
 async def run_flush(settings: Settings, scope: Scope, metrics: FlushMetrics | None = None) -> FlushProgress:
-    client = _redis(settings)
+    flush, closing = await _flush_of(settings, scope, metrics)
     try:
-        return await new_flush(settings, client, scope, metrics).run()
+        return await flush.run()
     finally:
-        await client.aclose()
+        await closing.aclose()
 
 
 async def publish_gap(settings: Settings, gap: SourceGap) -> None:

@@ -22,6 +22,8 @@ import redis.asyncio as aioredis
 from psycopg import errors as pg_errors
 
 from processor.worker.leases import LeasedCache
+from processor.worker.redis_connect import redis_client
+from schemas.connections import RedisConnection
 from slotguard.operate.kafka_group import follow_from_end
 from slotguard.sim.business import (
     ADMIN_CLEAR,
@@ -291,7 +293,7 @@ class Simulation:
     # --- the run ----------------------------------------------------------------------------------------
     async def run(self, on_second: Callable[[Tally, float], None] | None = None) -> Checker:
         """Run for ``workload.seconds``; ``on_second(tally, elapsed)`` once a second for a live view."""
-        self._redis = aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=5)
+        self._redis = redis_client(RedisConnection.parse(self.redis_url))
         self._cache = LeasedCache(self._redis) if self.leased else None
         ready = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []

@@ -122,7 +122,8 @@ def run_mode(
     """One mode: worker as the mode wants it, fresh tenants, the run, the verdicts."""
     if current.worker:
         on_event(current.name, "restarting the worker with the mode's settings")
-        stack.restart_worker(current.env)
+        # The worker renders the keys the readers cache: the same template, whatever the stack's default.
+        stack.restart_worker({**current.env, "SLOTGUARD_KEY_TEMPLATE": settings.key_template})
         wait_caught_up(settings)  # backlog of a mode that ran without the worker
     else:
         on_event(current.name, "stopping the worker")

@@ -61,6 +61,11 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
     assert results["rss_mb"]["worker"] > 0
     assert results["write_overhead"]["ratio"] > 0
     assert len(results["write_overhead"]["round_ratios"]) == 2
+    on_cluster = results["worker"]["cluster"]
+    assert on_cluster["events_per_s"] > 0
+    assert len(on_cluster["drain_rates"]) == 3
+    cluster_e2e = results["cluster_e2e"]["20"]
+    assert cluster_e2e["observed"] == cluster_e2e["changes"] == 40, cluster_e2e
     flush = results["flush"]
     assert flush["keys"] == 3000, flush
     assert flush["e2e_during"]["observed"] == flush["e2e_during"]["changes"] > 0, flush
@@ -73,6 +78,8 @@ def test_the_bench_runs_on_tiny_inputs_and_writes_results_report_and_plot(tmp_pa
         "RSS under e2e load",
         "backlog of 300 changes",
         "flush of 3,000 cached keys",
+        "worker drain on a Redis Cluster",
+        "e2e at 20/s on the Redis Cluster",
         "instructions per change",
         "SLOTGUARD_POLL_INTERVAL_MS",
     ):

@@ -124,8 +124,6 @@ def test_the_load_generator_caches_each_sentinel_before_its_change_commits_and_b
     import asyncio
     from typing import Any
 
-    import redis.asyncio as aioredis
-
     from slotguard.bench import e2e
 
     log: list[tuple[str, object]] = []
@@ -169,11 +167,11 @@ def test_the_load_generator_caches_each_sentinel_before_its_change_commits_and_b
     async def connect(*_a: object) -> Conn:
         return Conn()
 
-    monkeypatch.setattr(aioredis.Redis, "from_url", staticmethod(lambda _url: Cache()))
     load = e2e.Load(
         database_url="postgresql://x", redis_url="redis://x", kafka_options={}, topic="t",
         config=core_config(default_settings()), connect=connect,
     )  # fmt: skip
+    monkeypatch.setattr(load, "_cache", Cache)
     committed: list[str] = []
     real_commit = load.commit
 

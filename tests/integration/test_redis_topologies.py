@@ -1,0 +1,176 @@
+"""On a Redis Cluster and behind Sentinels (``slotguard dev up --redis cluster|sentinel``): ``slotguard doctor``
+all ✓ when healthy and each ✗ or ! when its thing is broken for real; ``slotguard flush`` walks every primary."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from pydantic import SecretStr
+
+from schemas.connections import RedisConnection
+from slotguard.dev.redis import SENTINEL_MASTER
+from slotguard.dev.stack import DevStack
+from slotguard.operate.doctor import Check, run_checks
+from slotguard.settings import Settings, default_settings
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _stack(tmp_path_factory: pytest.TempPathFactory, topology: str) -> Iterator[DevStack]:
+    stack = DevStack(Path(tmp_path_factory.mktemp(topology)), redis=topology)  # type: ignore[arg-type]
+    stack.up(infra_only=True)
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    yield from _stack(tmp_path_factory, "cluster")
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    yield from _stack(tmp_path_factory, "sentinel")
+
+
+def _settings(stack: DevStack, **overrides: Any) -> Settings:
+    info = stack.info()
+    assert info is not None
+    update = {"redis_url": info.redis_url, **overrides}
+    update["redis_url"] = SecretStr(str(update["redis_url"]))
+    return default_settings().model_copy(update=update)
+
+
+def _redis_checks(settings: Settings) -> list[Check]:
+    return run_checks(settings, ["redis"])
+
+
+def _named(checks: list[Check], start: str) -> list[Check]:
+    return [c for c in checks if c.name.startswith(start)]
+
+
+def _slots(stack: DevStack) -> dict[tuple[int, int], int]:
+    """Slot range -> the port of the primary serving it (CLUSTER SLOTS)."""
+    info = stack.info()
+    assert info is not None
+    client = redis.Redis(port=RedisConnection.parse(info.redis_url).nodes[0][1])
+    try:
+        ranges = client.cluster("SLOTS")
+    finally:
+        client.close()
+    # Each entry: [first slot, last slot, [primary host, port, id], [replica ...] ...]
+    return {(int(r[0]), int(r[1])): int(r[2][1]) for r in ranges}
+
+
+def _primaries(stack: DevStack) -> list[redis.Redis]:
+    return [redis.Redis(port=port) for port in sorted(set(_slots(stack).values()))]
+
+
+def _events_on(primaries: list[redis.Redis], flags: str) -> None:
+    for node in primaries:
+        node.config_set("notify-keyspace-events", flags)
+
+
+def test_a_healthy_cluster_is_all_green_and_every_primary_is_checked(cluster: DevStack) -> None:
+    _events_on(_primaries(cluster), "K$m")
+    checks = _redis_checks(_settings(cluster))
+    assert [c.line() for c in checks if c.status != "ok"] == []
+    assert len(_named(checks, "primary ")) == 3
+    assert len(_named(checks, "keyspace events on ")) == 3
+    assert _named(checks, "cluster slots")[0].detail.startswith("all 16384 served")
+
+
+def test_one_primary_without_keyspace_events_is_named(cluster: DevStack) -> None:
+    primaries = _primaries(cluster)
+    _events_on(primaries, "K$m")
+    primaries[1].config_set("notify-keyspace-events", "")
+    try:
+        warned = [c for c in _redis_checks(_settings(cluster)) if c.status == "warn"]
+        port = primaries[1].connection_pool.connection_kwargs["port"]
+        assert [c.name for c in warned] == [f"keyspace events on 127.0.0.1:{port}"]
+    finally:
+        _events_on(primaries, "K$m")
+
+
+def test_an_unserved_slot_fails_with_the_fix(cluster: DevStack) -> None:
+    primaries = _primaries(cluster)
+    _events_on(primaries, "K$m")
+    owner = redis.Redis(port=next(port for (low, _high), port in _slots(cluster).items() if low == 0))
+    owner.execute_command("CLUSTER", "DELSLOTS", 0)  # type: ignore[no-untyped-call]
+    try:
+        check = _named(_redis_checks(_settings(cluster)), "cluster slots")[0]
+        assert check.status == "fail"
+        assert check.detail.startswith("1 of 16384 slots not served")
+        assert "--cluster fix" in check.fix
+    finally:
+        owner.execute_command("CLUSTER", "ADDSLOTS", 0)  # type: ignore[no-untyped-call]
+        wait_until(
+            lambda: owner.cluster("INFO").get("cluster_state") == "ok",
+            timeout=30,
+            what="the slot served again",
+        )
+
+
+def test_behind_sentinels_a_wrong_master_name_fails_and_a_lost_replica_warns(sentinel: DevStack) -> None:
+    settings = _settings(sentinel)
+    checks = _redis_checks(settings)
+    assert [c.line() for c in checks if c.status == "fail"] == []
+    assert _named(checks, "sentinel replicas")[0].status == "ok"
+
+    wrong = settings.redis_url.get_secret_value().replace(f"/{SENTINEL_MASTER}/", "/nobody/")
+    reachable = _named(_redis_checks(_settings(sentinel, redis_url=wrong)), "redis reachable")[0]
+    assert reachable.status == "fail"
+    assert "No master found for 'nobody'" in reachable.detail
+    replica = next(s for s in sentinel.status() if s.name == "redis-replica")
+    assert replica.pid is not None
+    os.kill(replica.pid, signal.SIGKILL)
+    try:
+        wait_until(
+            lambda: _named(_redis_checks(settings), "sentinel replicas")[0].status == "warn",
+            timeout=30,
+            what="the Sentinels to see the replica down",
+        )
+    finally:
+        sentinel.up(infra_only=True)
+
+
+def test_a_flush_on_a_cluster_walks_every_primary_and_keeps_other_companies(cluster: DevStack) -> None:
+    import asyncio
+
+    from redis.cluster import ClusterNode, RedisCluster
+
+    from slotguard.operate.source import count_keys, run_flush, tenant_scope
+
+    settings = _settings(cluster, redis_key_prefix="flushtest:")
+    nodes = [ClusterNode(h, p) for h, p in RedisConnection.parse(settings.redis_url).nodes]  # type: ignore[no-untyped-call]
+    client = RedisCluster(startup_nodes=nodes)
+    mine = [
+        f"flushtest:cal_slots_15_{b}_123_2031-01-01-{h:02d}_2031-01-01-{h:02d}"
+        for b in range(20)
+        for h in range(24)
+    ]
+    others = [k.replace("_15_", "_150_") for k in mine[:100]]
+    for key in mine + others:
+        client.set(key, "[]")
+    try:
+        spread = {client.get_node_from_key(k).name for k in mine}  # type: ignore[no-untyped-call]
+        assert len(spread) == 3, "the keys should sit on every primary"
+        scope = tenant_scope(settings, "15", None)
+        assert asyncio.run(count_keys(settings, scope)) == len(mine)
+        done = asyncio.run(run_flush(settings, scope))
+        assert done.deleted == len(mine)
+        assert sum(client.exists(k) for k in mine) == 0
+        assert sum(client.exists(k) for k in others) == len(others)
+    finally:
+        for key in others:
+            client.delete(key)
+        client.close()
