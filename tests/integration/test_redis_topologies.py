@@ -174,3 +174,55 @@ def test_a_flush_on_a_cluster_walks_every_primary_and_keeps_other_companies(clus
         for key in others:
             client.delete(key)
         client.close()
+
+
+def test_a_batch_after_a_resharding_is_retried_on_the_new_slot_map_and_deletes_every_key(
+    cluster: DevStack,
+) -> None:
+    import asyncio
+    import shutil
+    import subprocess
+
+    from processor.worker.errors import RedisUnavailable
+    from processor.worker.invalidator import RedisInvalidator
+    from processor.worker.metrics import WorkerMetrics
+
+    settings = _settings(cluster)
+    conn = RedisConnection.parse(settings.redis_url)
+    invalidator = RedisInvalidator(
+        conn, metrics=WorkerMetrics(), wait_replicas=1, wait_timeout=2.0, second_delete_after=0.0,
+        key_prefix="reshard:", guard_window=0.0, revoke_leases=False,
+    )  # fmt: skip
+    slots = _slots(cluster)
+    (low, _high), source = min(slots.items())
+    target = next(port for port in set(slots.values()) if port != source)
+    probe = redis.Redis(port=source)
+    keys = [
+        k
+        for k in (f"reshard:cal_slots_15_1_123_{i}" for i in range(200_000))
+        if probe.cluster("KEYSLOT", k) == low
+    ][:20]
+    ids = {
+        int(addr.split("@")[0].rsplit(":", 1)[1]): node["node_id"]
+        for addr, node in probe.cluster("NODES").items()
+    }
+    probe.close()
+
+    async def scenario() -> None:
+        await invalidator.unlink(["reshard:warm-up"])  # the slot map is read, slot `low` on `source`
+        cli = shutil.which("redis-cli") or "redis-cli"
+        reshard = [cli, "--cluster", "reshard", f"127.0.0.1:{source}", "--cluster-from", ids[source],
+                   "--cluster-to", ids[target], "--cluster-slots", "1", "--cluster-yes"]  # fmt: skip
+        moved = await asyncio.to_thread(subprocess.run, reshard, capture_output=True, text=True, timeout=60)
+        assert moved.returncode == 0, moved.stdout[-500:] + moved.stderr[-500:]
+        owner = redis.Redis(port=target)
+        owner.mset(dict.fromkeys(keys, "[]"))  # cached where the slot lives now
+        # The invalidator still routes slot `low` to `source`: that attempt fails, the next one reads the map.
+        with pytest.raises(RedisUnavailable):
+            await invalidator.unlink(keys)
+        assert await invalidator.unlink(keys) == len(keys)
+        assert owner.exists(*keys) == 0
+        owner.close()
+        await invalidator.close()
+
+    asyncio.run(scenario())
