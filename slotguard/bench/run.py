@@ -182,6 +182,9 @@ def run(
             key=lambda d: d.rate,
         )
         on_nodes = cluster_drains[len(cluster_drains) // 2]
+        # What WAIT costs: the same drain on the cluster without waiting for the replicas.
+        no_wait = (on_cluster[0].model_copy(update={"redis_wait_replicas": 0}), on_cluster[1])
+        unwaited = _drain(no_wait, "cluster-no-wait", worker_command(), out, progress)
         naive_topic = (
             topic
             if sizes["naive"] == sizes["worker"]
@@ -206,6 +209,7 @@ def run(
                 "ratio_to_one_node": round(on_nodes.rate / worker.rate, 2) if worker.rate else None,
                 "rss_mb": round(max(d.rss_mb_peak for d in cluster_drains), 1),
                 "topology": "3 primaries, 1 replica each, WAIT 1",
+                "without_wait_events_per_s": round(unwaited.rate),
             },
             "scale_out": {
                 "processes": SCALE_OUT_PROCESSES,
@@ -588,6 +592,10 @@ def report(results: dict[str, Any]) -> str:
                 f"{', '.join(f'{r:,}' for r in on_cluster['drain_rates'])}) | {on_cluster['events_per_s']:,} changes/s "
                 f"({on_cluster['ratio_to_one_node']}× one node), RSS peak {on_cluster['rss_mb']} MB |"
             )
+            if "without_wait_events_per_s" in on_cluster:
+                lines.append(
+                    f"| … the same without WAIT (one drain) | {on_cluster['without_wait_events_per_s']:,} changes/s |"
+                )
         scale = worker.get("scale_out")
         if scale:
             lines.append(

@@ -226,3 +226,26 @@ def test_a_batch_after_a_resharding_is_retried_on_the_new_slot_map_and_deletes_e
         await invalidator.close()
 
     asyncio.run(scenario())
+
+
+def test_a_user_who_may_not_run_the_script_fails_on_every_primary(cluster: DevStack) -> None:
+    _events_on(_primaries(cluster), "K$m")
+    nodes = [redis.Redis(port=p) for p in {port for port in _slots(cluster).values()}]
+    everyone = [redis.Redis(port=p) for _h, p in RedisConnection.parse(_settings(cluster).redis_url).nodes]
+    for node in nodes + everyone:
+        node.acl_setuser("noeval", enabled=True, passwords=["+s3cret-noeval"], keys=["*"], channels=["*"],
+                         commands=["+@all", "-eval", "-evalsha"])  # fmt: skip
+    try:
+        info = cluster.info()
+        assert info is not None
+        url = info.redis_url.replace("redis+cluster://", "redis+cluster://noeval:s3cret-noeval@")
+        checks = _redis_checks(_settings(cluster, redis_url=url))
+        failed = [c for c in checks if c.status == "fail"]
+        assert len(failed) == 3, [c.line() for c in checks]
+        assert all(c.name.startswith("primary ") and "cannot run there" in c.detail for c in failed)
+        assert all("NOPERM" in c.detail or "permission" in c.detail for c in failed)
+        assert "s3cret-noeval" not in " ".join(c.line() for c in checks)
+    finally:
+        for node in nodes + everyone:
+            node.acl_deluser("noeval")
+            node.close()
