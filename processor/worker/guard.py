@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
+from processor.core.keys import glob_escape
 from processor.worker.cluster import ClusterNodes
 from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
@@ -50,11 +50,6 @@ log = logging.getLogger("slotguard.worker.guard")
 NOTIFY = "notify-keyspace-events"
 #: Keyspace channel (K), string commands (``$``: ``set``), key misses (m).
 NEEDED_FLAGS = "K$m"
-
-
-def glob_escape(text: str) -> str:
-    """``text`` as a literal inside a Redis glob pattern."""
-    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
 def missing_flags(flags: str) -> str:

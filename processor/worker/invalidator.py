@@ -229,12 +229,7 @@ class RedisInvalidator:
                 )
             )
         except (RedisError, OSError, LookupError) as exc:
-            # Maybe the slot map changed (resharding, failover): read it again before the retry.
-            self._refresh = True
-            self._metrics.redis_up.set(0)
-            raise RedisUnavailable(
-                f"Redis Cluster at {self._url_for_humans} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._cluster_failed(exc) from exc
         self._metrics.redis_up.set(1)
         return sum(counts)
 
@@ -339,12 +334,17 @@ class RedisInvalidator:
                         if len(due) < limit:
                             break
         except (RedisError, OSError, LookupError) as exc:
-            self._refresh = True
-            self._metrics.redis_up.set(0)
-            raise RedisUnavailable(
-                f"Redis Cluster at {self._url_for_humans} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._cluster_failed(exc) from exc
         return found
+
+    def _cluster_failed(self, exc: BaseException) -> RedisUnavailable:
+        """A cluster call failed: maybe the slot map changed (resharding, failover), so it is read again
+        before the retry."""
+        self._refresh = True
+        self._metrics.redis_up.set(0)
+        return RedisUnavailable(
+            f"Redis Cluster at {self._url_for_humans} failed: {type(exc).__name__}: {exc}"
+        )
 
     async def ping(self) -> bool:
         """True when Redis answers PING within :data:`PING_TIMEOUT_S` (for /healthz) -- on a cluster, every

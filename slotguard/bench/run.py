@@ -27,7 +27,7 @@ from slotguard.wiring import core_config
 
 if TYPE_CHECKING:
     from slotguard.bench.cpu import CpuMeter
-    from slotguard.bench.e2e import E2EResult
+    from slotguard.bench.e2e import E2EResult, Load
     from slotguard.dev.stack import DevStack, StackInfo
 
 Progress = Callable[[str], None]
@@ -306,6 +306,25 @@ def _pipeline(
     }
 
 
+def _loads(info: StackInfo) -> Callable[[], Load]:
+    """A fresh e2e load generator for each run on the stack ``info`` describes."""
+    from slotguard.bench.e2e import Load
+
+    settings = _settings(info)
+    config = core_config(settings)
+
+    def load() -> Load:
+        return Load(
+            database_url=info.database_url,
+            redis_url=info.redis_url,
+            kafka_options={"bootstrap_servers": info.kafka_bootstrap},
+            topic=settings.appointments_topic,
+            config=config,
+        )
+
+    return load
+
+
 @contextlib.contextmanager
 def _cluster_redis(base: Path) -> Iterator[str]:
     """A Redis Cluster as `slotguard dev up --redis cluster` runs it, for the drains and e2e beside one node."""
@@ -355,19 +374,10 @@ def _on_cluster(
 def _flush_under_load(info: StackInfo, keys: int, progress: Progress) -> dict[str, Any]:
     """A flush of ``keys`` cached keys while the pipeline takes :data:`FLUSH_LOAD_RATE` changes/s."""
     from slotguard.bench import flush
-    from slotguard.bench.e2e import Load
 
     settings = _settings(info)
     config = core_config(settings)
-
-    def load() -> Load:
-        return Load(
-            database_url=info.database_url,
-            redis_url=info.redis_url,
-            kafka_options={"bootstrap_servers": info.kafka_bootstrap},
-            topic=settings.appointments_topic,
-            config=config,
-        )
+    load = _loads(info)
 
     figures, result = flush.run(
         info.redis_url, load, config.template, settings.redis_key_prefix, keys, FLUSH_LOAD_RATE,
@@ -388,19 +398,9 @@ def _measure_rate(
     info: StackInfo, rate: int, length: float, warmup: float, cpu: CpuMeter, progress: Progress
 ) -> E2EResult:
     """One e2e rate on the running stack ``info`` describes: warm-up, then the measured run."""
-    from slotguard.bench.e2e import Load, measure
+    from slotguard.bench.e2e import measure
 
-    settings = _settings(info)
-    config = core_config(settings)
-
-    def load() -> Load:
-        return Load(
-            database_url=info.database_url,
-            redis_url=info.redis_url,
-            kafka_options={"bootstrap_servers": info.kafka_bootstrap},
-            topic=settings.appointments_topic,
-            config=config,
-        )
+    load = _loads(info)
 
     if warmup > 0:
         progress(f"e2e: warming the pipeline up at {rate:g} changes/s for {warmup:g} s (not measured)")

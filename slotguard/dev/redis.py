@@ -60,33 +60,18 @@ def _ping(port: int) -> bool:
         client.close()
 
 
-class RedisPart(Part):
-    """One ``redis-server``: the single server, a Sentinel-managed primary or replica, or a cluster node."""
+class _ServerPart(Part):
+    """A ``redis-server`` process of the stack, its data in its own directory."""
 
     start_deadline = 20.0
 
-    def __init__(
-        self, paths: StackPaths, port: int, *, name: str = "redis", extra: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, paths: StackPaths, port: int, *, name: str, argv: Sequence[str]) -> None:
         super().__init__(port)
         self.name = name
         self._paths = paths
-        data = paths.data(self.name)
-        argv = [
-            str(redis_server_binary()),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            # An append-only file, as a production cache usually has: a restarted Redis keeps its keys,
-            # so an outage cannot pass for an invalidation (the fault suite relies on it).
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--daemonize", "no",
-            "--dir", str(data),
-            *extra,
-        ]  # fmt: skip
+        data = paths.data(name)
         self._process = ManagedProcess(
-            self.name, argv, log_file=paths.log(self.name), pid_file=paths.pid(self.name), cwd=data
+            name, list(argv), log_file=paths.log(name), pid_file=paths.pid(name), cwd=data
         )
 
     @property
@@ -104,26 +89,38 @@ class RedisPart(Part):
         return _ping(self.port)
 
 
-class SentinelPart(Part):
+class RedisPart(_ServerPart):
+    """One ``redis-server``: the single server, a Sentinel-managed primary or replica, or a cluster node."""
+
+    def __init__(
+        self, paths: StackPaths, port: int, *, name: str = "redis", extra: Sequence[str] = ()
+    ) -> None:
+        argv = [
+            str(redis_server_binary()),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            # An append-only file, as a production cache usually has: a restarted Redis keeps its keys,
+            # so an outage cannot pass for an invalidation (the fault suite relies on it).
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--daemonize", "no",
+            "--dir", str(paths.data(name)),
+            *extra,
+        ]  # fmt: skip
+        super().__init__(paths, port, name=name, argv=argv)
+
+
+class SentinelPart(_ServerPart):
     """A Sentinel watching the stack's primary; it rewrites its own config file as the topology changes."""
 
-    start_deadline = 20.0
-
     def __init__(self, paths: StackPaths, port: int, *, index: int, primary_port: int) -> None:
-        super().__init__(port)
-        self.name = f"sentinel-{index}"
-        self._paths = paths
+        name = f"sentinel-{index}"
+        self._config = paths.data(name) / "sentinel.conf"
         self._primary_port = primary_port
-        data = paths.data(self.name)
-        self._config = data / "sentinel.conf"
-        argv = [str(redis_server_binary()), str(self._config), "--sentinel"]
-        self._process = ManagedProcess(
-            self.name, argv, log_file=paths.log(self.name), pid_file=paths.pid(self.name), cwd=data
+        super().__init__(
+            paths, port, name=name, argv=[str(redis_server_binary()), str(self._config), "--sentinel"]
         )
-
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
 
     @property
     def url(self) -> str:

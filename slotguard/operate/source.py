@@ -36,6 +36,7 @@ from connectors.source_gap import (
     recreate_slot,
     set_aside_relay_offsets,
 )
+from processor.core.keys import glob_escape
 from processor.worker.cluster import ClusterNodes
 from processor.worker.redis_connect import redis_client
 from schemas.control import CONTROL_HEADER, SOURCE_GAP, SourceGap, format_lsn
@@ -116,7 +117,7 @@ class Scope:
 
     def patterns(self, settings: Settings) -> list[str]:
         template = core_config(settings).template
-        prefix = _escaped(settings.redis_key_prefix)
+        prefix = glob_escape(settings.redis_key_prefix)
         if self.tenants is None:
             return [prefix + template.pattern()]
         return [prefix + template.pattern(c, b) for c, b in self.tenants]
@@ -127,12 +128,6 @@ class Scope:
         return f"the keys of {len(self.tenants)} tenant(s) whose rows changed" + (
             f" ({self.note})" if self.note else ""
         )
-
-
-def _escaped(text: str) -> str:
-    from processor.core.keys import glob_escape
-
-    return glob_escape(text)
 
 
 def tenant_scope(settings: Settings, company: str | None, branch: str | None) -> Scope:

@@ -34,15 +34,22 @@ INSERT = (
 )
 
 
-@pytest.fixture
-def pipeline(dev_stack: Any, tmp_path: Path) -> Iterator[tuple[PipelineDeployment, Pipeline]]:
-    deployment = PipelineDeployment(dev_stack, tmp_path, overrides={"source_stall_after": 600.0})
+def _deployed(
+    dev_stack: Any, workdir: Path, **overrides: Any
+) -> Iterator[tuple[PipelineDeployment, Pipeline]]:
+    """Relay and worker on a fresh database; the worker's stall alarm out of the way (the gap must say it)."""
+    deployment = PipelineDeployment(dev_stack, workdir, overrides={"source_stall_after": 600.0, **overrides})
     running = None
     try:
         running = deployment.start()
         yield deployment, running
     finally:
         deployment.stop(running)
+
+
+@pytest.fixture
+def pipeline(dev_stack: Any, tmp_path: Path) -> Iterator[tuple[PipelineDeployment, Pipeline]]:
+    yield from _deployed(dev_stack, tmp_path)
 
 
 def _book(p: Pipeline, company: int, starts: datetime) -> list[str]:
@@ -139,15 +146,7 @@ def test_a_dropped_slot_stops_the_relay_with_its_cause_and_recover_flushes_the_g
 
 @pytest.fixture
 def self_healing(dev_stack: Any, tmp_path: Path) -> Iterator[tuple[PipelineDeployment, Pipeline]]:
-    deployment = PipelineDeployment(
-        dev_stack, tmp_path, overrides={"source_stall_after": 600.0, "on_source_gap": "flush"}
-    )
-    running = None
-    try:
-        running = deployment.start()
-        yield deployment, running
-    finally:
-        deployment.stop(running)
+    yield from _deployed(dev_stack, tmp_path, on_source_gap="flush")
 
 
 def test_with_on_source_gap_flush_the_relay_recovers_by_itself_and_flushes_every_key(

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.worker.guard import FillTracker, KeyspaceGuard, glob_escape, missing_flags
+from processor.core.keys import glob_escape
+from processor.worker.guard import FillTracker, KeyspaceGuard, missing_flags
 from processor.worker.leases import LEASE_SUFFIX
 from processor.worker.metrics import WorkerMetrics
 
