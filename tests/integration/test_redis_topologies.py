@@ -249,3 +249,95 @@ def test_a_user_who_may_not_run_the_script_fails_on_every_primary(cluster: DevSt
         for node in nodes + everyone:
             node.acl_deluser("noeval")
             node.close()
+
+
+def test_a_cluster_with_tls_and_an_acl_user_is_invalidated_and_checked(tmp_path: Path) -> None:
+    """rediss+cluster:// with a user and password: TLS-only nodes (a throw-away CA), the default user off."""
+    import asyncio
+    import shutil
+    import subprocess
+
+    import trustme
+
+    from processor.worker.invalidator import RedisInvalidator
+    from processor.worker.metrics import WorkerMetrics
+    from slotguard.dev.parts import free_port
+
+    password = "tls-Cluster-Secret"
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    tls = ["--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca_file),
+           "--tls-auth-clients", "no"]  # fmt: skip
+    ports = [free_port() for _ in range(3)]
+    procs = []
+    for port in ports:
+        data = tmp_path / str(port)
+        data.mkdir()
+        argv = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", *tls,
+                "--tls-cluster", "yes", "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                "--cluster-config-file", "nodes.conf", "--dir", str(data), "--save", "", "--appendonly", "no",
+                "--user", "default", "off", "--user", "slotguard", "on", f">{password}", "~*", "&*", "+@all"]  # fmt: skip
+        procs.append(subprocess.Popen(argv, stdout=(data / "log").open("ab"), stderr=subprocess.STDOUT))
+    cli = [shutil.which("redis-cli") or "redis-cli", "--tls", "--cacert", str(ca_file), "--user", "slotguard",
+           "--pass", password, "--no-auth-warning"]  # fmt: skip
+    try:
+        wait_until(
+            lambda: all(
+                subprocess.run(
+                    [*cli, "-p", str(p), "PING"], capture_output=True, text=True, check=False
+                ).stdout.strip()
+                == "PONG"
+                for p in ports
+            ),
+            timeout=20,
+            what="three TLS cluster nodes",
+        )
+        formed = subprocess.run(
+            [*cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert formed.returncode == 0, formed.stdout[-800:] + formed.stderr[-800:]
+        wait_until(
+            lambda: (
+                "cluster_state:ok"
+                in subprocess.run(
+                    [*cli, "-p", str(ports[0]), "CLUSTER", "INFO"], capture_output=True, text=True
+                ).stdout
+            ),
+            timeout=30,
+            what="cluster_state:ok",
+        )
+        url = f"rediss+cluster://slotguard:{password}@127.0.0.1:{ports[0]}"
+        conn = RedisConnection.parse(url, ca_file=str(ca_file))
+        keys = [f"cal_slots_15_{b}_123_2031-01-01-10_2031-01-01-11" for b in range(60)]
+
+        async def invalidate() -> int:
+            from processor.worker.redis_connect import redis_client
+
+            client = redis_client(conn)
+            await client.mset_nonatomic(dict.fromkeys(keys, "[]"))
+            invalidator = RedisInvalidator(
+                conn, metrics=WorkerMetrics(), wait_replicas=0, wait_timeout=1.0, second_delete_after=1.0,
+                key_prefix="", guard_window=0.0, revoke_leases=True, client=client,
+            )  # fmt: skip
+            deleted = await invalidator.unlink(keys)
+            left = sum([int(await client.exists(k)) for k in keys])
+            await invalidator.close()
+            return deleted * 1000 + left
+
+        assert asyncio.run(invalidate()) == len(keys) * 1000  # every key deleted, none left
+        checks = run_checks(
+            default_settings().model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": ca_file}),
+            ["redis"],
+        )
+        assert [c.line() for c in checks if c.status == "fail"] == []
+        assert len(_named(checks, "primary ")) == 3
+        assert password not in " ".join(c.line() for c in checks)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
