@@ -300,8 +300,8 @@ class RedisInvalidator:
 
     async def _second_delete_on_nodes(self, limit: int, now: float, unlink_before: float) -> int:
         """:meth:`second_delete_due` on a cluster: each primary's schedule (and any a resharding or failover
-        left on it) read, its due keys unlinked through the cluster client -- wherever they live now --,
-        and only then removed from the schedule: a crash in between unlinks them again, never not at all."""
+        left on it) read, its due keys unlinked on the primaries that serve them now, and only then removed
+        from the schedule: a crash in between unlinks them again, never not at all."""
         assert self._nodes is not None
         found = 0
         try:
@@ -325,11 +325,14 @@ class RedisInvalidator:
                         keys = [
                             k for member, score in due if score < unlink_before for k in _scheduled(member)
                         ]
-                        if keys:
-                            async with self.client.pipeline() as pipe:
-                                for key in keys:
-                                    pipe.execute_command("UNLINK", key)
-                                found += sum(int(n) for n in await pipe.execute())
+                        for owner, owned in self._nodes.group(keys).items():
+                            # Each key on the node that serves it now: one script call per node (a moved key
+                            # fails it; the schedule is kept, the slot map read again, the next tick retries).
+                            found += int(
+                                await self._nodes.client(owner).eval(
+                                    _INVALIDATE_ON_NODE, 0, "", "", b"", b"", "", *owned
+                                )
+                            )
                         await node.zrem(schedule, *(member for member, _ in due))
                         if len(due) < limit:
                             break

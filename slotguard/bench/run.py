@@ -355,7 +355,11 @@ def _on_cluster(
 
     from slotguard.bench.cpu import CpuMeter
 
-    progress("restarting the worker on the Redis Cluster")
+    # A fresh broker first: the local one walks a partition's whole history on each fetch, so a run after
+    # the single node's e2e, flush and write-overhead runs would pay for their records (docs/stack.md).
+    progress("restarting the stack (a fresh broker), then the worker on the Redis Cluster")
+    stack.down()
+    stack.up()
     stack.restart_worker({"SLOTGUARD_REDIS_URL": cluster_url})
     try:
         info = stack.info()
