@@ -18,6 +18,7 @@ from slotguard.dev.redis import SENTINEL_MASTER
 from slotguard.dev.stack import DevStack
 from slotguard.operate.doctor import Check, run_checks
 from slotguard.settings import Settings, default_settings
+from tests.support.tls import loopback_certificate
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -257,19 +258,12 @@ def test_a_cluster_with_tls_and_an_acl_user_is_invalidated_and_checked(tmp_path:
     import shutil
     import subprocess
 
-    import trustme
-
     from processor.worker.invalidator import RedisInvalidator
     from processor.worker.metrics import WorkerMetrics
     from slotguard.dev.parts import free_port
 
     password = "tls-Cluster-Secret"
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
+    ca_file, cert_file, key_file = loopback_certificate(tmp_path)
     tls = ["--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca_file),
            "--tls-auth-clients", "no"]  # fmt: skip
     ports = [free_port() for _ in range(3)]

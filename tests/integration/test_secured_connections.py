@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import redis
-import trustme
 from pydantic import SecretStr
 
 from slotguard.cli import main
@@ -30,6 +29,7 @@ from tests.integration.worker_harness import (
     window_keys,
     worker_settings,
 )
+from tests.support.tls import loopback_certificate
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,7 @@ KAFKA_PASSWORD = "kafka-Secret-0815"
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path, redis.Redis]]:
     """redis-server with TLS only (no plain port), an ACL user ``slotguard``, the default user disabled."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
+    ca_file, cert_file, key_file = loopback_certificate(tmp_path)
     port = free_port()
     log = (tmp_path / "redis.log").open("ab")
     proc = subprocess.Popen(
