@@ -20,6 +20,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 
 from processor.worker.redis_connect import node_client
 from schemas.connections import RedisConnection
@@ -37,12 +39,18 @@ class ClusterNodes:
         self._tags: dict[str, str] = {}
 
     async def refresh(self) -> None:
-        """Read the slot map again (after a failure, which may mean a resharding or a failover)."""
-        if not self._ready:
-            await self.cluster.initialize()
-            self._ready = True
-        else:
-            await self.cluster.nodes_manager.initialize()
+        """Read the slot map again (after a failure, which may mean a resharding or a failover).
+
+        redis-py's cluster errors are not ``RedisError``s; they become one here (``ConnectionError``), so
+        every caller handles one family."""
+        try:
+            if not self._ready:
+                await self.cluster.initialize()
+                self._ready = True
+            else:
+                await self.cluster.nodes_manager.initialize()
+        except RedisClusterException as exc:
+            raise RedisConnectionError(f"cannot read the cluster's slot map: {exc}") from exc
         self._tags.clear()
 
     async def ensure(self) -> None:
@@ -53,7 +61,10 @@ class ClusterNodes:
         """``keys`` by the name (``host:port``) of the primary serving their slot."""
         groups: dict[str, list[str]] = defaultdict(list)
         for key in keys:
-            node = self.cluster.get_node_from_key(key)
+            try:
+                node = self.cluster.get_node_from_key(key)
+            except RedisClusterException:  # SlotNotCoveredError: no primary serves the key's slot now
+                raise LookupError(f"no primary serves the slot of {key[:100]!r}") from None
             assert node is not None
             groups[node.name].append(key)
         return groups
@@ -77,7 +88,10 @@ class ClusterNodes:
         if found is None:
             for i in range(1 << 20):  # a primary serves a third of the slots: found in a few tries
                 candidate = "{" + str(i) + "}"
-                node = self.cluster.get_node_from_key(candidate)
+                try:
+                    node = self.cluster.get_node_from_key(candidate)
+                except RedisClusterException:  # a slot nobody serves: try the next tag
+                    continue
                 if node is not None and node.name == name:
                     found = candidate
                     break
@@ -86,8 +100,12 @@ class ClusterNodes:
             self._tags[name] = found
         return found
 
-    async def aclose(self) -> None:
+    async def aclose_nodes(self) -> None:
+        """Close the per-node clients (the cluster client stays open)."""
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+
+    async def aclose(self) -> None:
+        await self.aclose_nodes()
         await self.cluster.aclose()

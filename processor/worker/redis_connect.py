@@ -37,8 +37,13 @@ def redis_client(conn: RedisConnection, *, socket_timeout: float | None = 5.0) -
         if conn.ca_file:
             auth["ssl_ca_certs"] = conn.ca_file
     if conn.kind == "cluster":
+        # A slot without a primary fails the commands for its keys (retried), not the whole client: the
+        # server decides whether the rest serves (cluster-require-full-coverage), and doctor can say which.
         return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in conn.nodes], **options, **auth
+            startup_nodes=[ClusterNode(host, port) for host, port in conn.nodes],
+            require_full_coverage=False,
+            **options,
+            **auth,
         )
     sentinel_auth: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
     if conn.sentinel_password is not None:

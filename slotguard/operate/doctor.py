@@ -524,8 +524,15 @@ def check_redis(settings: Settings, *, sample: int = 200) -> list[Check]:
 async def _redis(settings: Settings, sample: int) -> list[Check]:
     from schemas.redact import redact_url
 
-    client = redis_client(redis_connection(settings))
+    conn = redis_connection(settings)
+    client = redis_client(conn)
     try:
+        if conn.kind == "cluster":
+            # The topology first, node by node: a cluster that does not serve every slot answers CLUSTERDOWN
+            # to the key-based checks below, and this says why.
+            topology = await _cluster(client, conn, settings)
+            if any(c.name == "cluster slots" and c.status == "fail" for c in topology):
+                return topology
         await client.ping()
         checks = [Check("redis reachable", "ok", redact_url(settings.redis_url))]
         prefix = settings.redis_key_prefix
@@ -538,9 +545,8 @@ async def _redis(settings: Settings, sample: int) -> list[Check]:
             if written
             else Check("redis probe key", "fail", "write did not stick", "check the ACL of the Redis user")
         )
-        conn = redis_connection(settings)
         if conn.kind == "cluster":
-            checks += await _cluster(client, conn, settings)
+            checks += topology
         else:
             checks.append(await _keyspace_events(client, settings))
             if conn.kind == "sentinel":
@@ -613,8 +619,9 @@ async def _cluster(client: Any, conn: RedisConnection, settings: Settings) -> li
 
     nodes = ClusterNodes(client, conn)
     await nodes.ensure()
-    first = nodes.client(nodes.primaries()[0])
-    info = await first.cluster("INFO")
+    # Every primary's own view, the worst counts: a node that dropped slots knows it before the rest do.
+    views = [await nodes.client(name).cluster("INFO") for name in nodes.primaries()]
+    info = min(views, key=lambda v: (v.get("cluster_state") == "ok", int(v.get("cluster_slots_ok", 0))))
     served = int(info.get("cluster_slots_ok", 0))
     checks = [
         Check("cluster slots", "ok", f"all 16384 served; cluster_state {info.get('cluster_state')}")
@@ -663,7 +670,7 @@ async def _cluster(client: Any, conn: RedisConnection, settings: Settings) -> li
                     f"invalidation script ran ({found}); {replicas} replica(s), WAIT {wait}",
                 )
             )
-    await nodes.aclose()
+    await nodes.aclose_nodes()
     return checks
 
 

@@ -108,7 +108,9 @@ def test_an_unserved_slot_fails_with_the_fix(cluster: DevStack) -> None:
     owner = redis.Redis(port=next(port for (low, _high), port in _slots(cluster).items() if low == 0))
     owner.execute_command("CLUSTER", "DELSLOTS", 0)  # type: ignore[no-untyped-call]
     try:
-        check = _named(_redis_checks(_settings(cluster)), "cluster slots")[0]
+        checks = _redis_checks(_settings(cluster))
+        assert _named(checks, "cluster slots"), [c.line() for c in checks]
+        check = _named(checks, "cluster slots")[0]
         assert check.status == "fail"
         assert check.detail.startswith("1 of 16384 slots not served")
         assert "--cluster fix" in check.fix
