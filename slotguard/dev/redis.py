@@ -144,7 +144,8 @@ class SentinelPart(_ServerPart):
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
         try:
             replicas = client.sentinel_slaves(SENTINEL_MASTER)
-            return any("s_down" not in str(r.get("flags", "")) for r in replicas)
+            down = {"s_down", "o_down", "disconnected"}
+            return any(not down & set(str(r.get("flags", "")).split(",")) for r in replicas)
         except redis.RedisError:
             return False
         finally:

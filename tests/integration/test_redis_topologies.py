@@ -127,7 +127,12 @@ def test_behind_sentinels_a_wrong_master_name_fails_and_a_lost_replica_warns(sen
     settings = _settings(sentinel)
     checks = _redis_checks(settings)
     assert [c.line() for c in checks if c.status == "fail"] == []
-    assert _named(checks, "sentinel replicas")[0].status == "ok"
+    # A Sentinel links to the replica a moment after it learnt of it.
+    wait_until(
+        lambda: _named(_redis_checks(settings), "sentinel replicas")[0].status == "ok",
+        timeout=30,
+        what=lambda: f"the Sentinels to see the replica up: {[c.line() for c in _redis_checks(settings)]}",
+    )
 
     wrong = settings.redis_url.get_secret_value().replace(f"/{SENTINEL_MASTER}/", "/nobody/")
     reachable = _named(_redis_checks(_settings(sentinel, redis_url=wrong)), "redis reachable")[0]
