@@ -153,12 +153,6 @@ def find_gap(slot_name: str, position: StoredPosition | None, slot: SlotState | 
     return None
 
 
-def current_lsn(conn: psycopg.Connection[Any]) -> int:
-    value = _lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
-    assert value is not None
-    return value
-
-
 def recreate_slot(conn: psycopg.Connection[Any], slot_name: str, publication: str, tables: list[str]) -> int:
     """Make the publication (when missing) and then the slot, as the connector would; the slot's LSN.
 

@@ -318,8 +318,7 @@ def recover(
     again (``resumed_at``: the slot was already made at that LSN)."""
     if resumed_at is None:
         # Redis first: if it is down, nothing has changed yet.
-        await_ = asyncio.run
-        await_(
+        asyncio.run(
             _set_pending(
                 settings,
                 {"gap": gap_record(settings, gap).model_dump_json(), "scope": scope_mode, "resumed": -1},
@@ -333,7 +332,7 @@ def recover(
             resumed_at = recreate_slot(
                 conn, settings.slot_name, settings.publication_name, captured_tables(settings)
             )
-        await_(_set_pending(settings, {"resumed": resumed_at}))
+        asyncio.run(_set_pending(settings, {"resumed": resumed_at}))
         say(
             f"replication slot {settings.slot_name!r} created at LSN {format_lsn(resumed_at)}: "
             "changes are captured again"
