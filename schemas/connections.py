@@ -1,5 +1,6 @@
 """How to reach Kafka: one frozen description shared by the worker, the services feed, the relay's producer
-and the operator commands, with the mapping to each client's own options.
+and the operator commands, with the mapping to each client's options: aiokafka's (everything slotguard
+runs itself) and the Java clients' (the relay, which runs Debezium's).
 
 Plain values only (the composition root fills it from the settings). The password is a
 :class:`~pydantic.SecretStr`, so printing the object never shows it.
@@ -77,23 +78,6 @@ class KafkaConnection:
             options["sasl_mechanism"] = self.sasl_mechanism
             options["sasl_plain_username"] = user
             options["sasl_plain_password"] = secret
-        return options
-
-    def librdkafka_options(self) -> dict[str, str]:
-        """Configuration of librdkafka clients (the worker's event publisher, ``confluent-kafka``)."""
-        options = {"bootstrap.servers": ",".join(self.servers), "security.protocol": self.security_protocol}
-        if self.uses_tls:
-            if self.ca_file:
-                options["ssl.ca.location"] = self.ca_file
-            if self.cert_file:
-                options["ssl.certificate.location"] = self.cert_file
-                # Like Python's load_cert_chain: without a key file the key is in the certificate file.
-                options["ssl.key.location"] = self.key_file or self.cert_file
-        if self.uses_sasl:
-            user, secret = self._credentials()
-            options["sasl.mechanism"] = self.sasl_mechanism
-            options["sasl.username"] = user
-            options["sasl.password"] = secret
         return options
 
     def java_properties(self) -> dict[str, str]:

@@ -36,7 +36,7 @@ Headers = Sequence[tuple[str, bytes]]
 
 
 class Record(Protocol):
-    """A consumed Kafka record as the worker reads it (the consumer's ``KafkaRecord``, a test's
+    """A consumed Kafka record as the worker reads it (aiokafka's ``ConsumerRecord``, a test's
     :class:`SourceRecord`)."""
 
     @property

@@ -49,16 +49,6 @@ def test_sasl_ssl_with_scram_maps_to_aiokafka_and_java_alike(tmp_path: Path) -> 
     assert java["sasl.jaas.config"] == (
         'org.apache.kafka.common.security.scram.ScramLoginModule required username="slotguard" password="pa\\"ss";'
     )
-    librdkafka = kafka.librdkafka_options()
-    assert {
-        k: librdkafka[k] for k in ("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password")
-    } == {
-        "security.protocol": "SASL_SSL",
-        "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": "slotguard",
-        "sasl.password": 'pa"ss',
-    }
-    assert librdkafka["ssl.ca.location"] == str(ca_file)
     assert 'pa"ss' not in repr(kafka)
     assert worker_config(settings).kafka == kafka  # the worker, feed and commands share it
 
@@ -67,22 +57,7 @@ def test_sasl_without_credentials_is_a_one_line_config_error() -> None:
     with pytest.raises(ConfigError, match="SLOTGUARD_KAFKA_USERNAME and SLOTGUARD_KAFKA_PASSWORD"):
         KafkaConnection(security_protocol="SASL_PLAINTEXT").aiokafka_options()
     with pytest.raises(ConfigError, match="SLOTGUARD_KAFKA_USERNAME and SLOTGUARD_KAFKA_PASSWORD"):
-        KafkaConnection(security_protocol="SASL_PLAINTEXT").librdkafka_options()
-
-
-def test_a_client_certificate_maps_to_librdkafka_with_its_key() -> None:
-    """The worker's librdkafka publisher gets the same TLS files as the other clients; without a key file
-    the key is read from the certificate file, as Python's load_cert_chain does."""
-    kafka = KafkaConnection(
-        bootstrap="a:1, b:2", security_protocol="SSL", ca_file="ca.pem", cert_file="me.pem"
-    )
-    assert kafka.librdkafka_options() == {
-        "bootstrap.servers": "a:1,b:2",
-        "security.protocol": "SSL",
-        "ssl.ca.location": "ca.pem",
-        "ssl.certificate.location": "me.pem",
-        "ssl.key.location": "me.pem",
-    }
+        KafkaConnection(security_protocol="SASL_PLAINTEXT").java_properties()
 
 
 def test_an_unreadable_ca_file_is_a_one_line_config_error(tmp_path: Path) -> None:
