@@ -98,10 +98,11 @@ class _Event:
         self.key, self.value = key, value
 
 
-def test_the_producer_acknowledges_with_every_replica_and_takes_the_largest_record() -> None:
+def test_the_producer_acknowledges_with_every_replica_and_batches_up_to_the_largest_record() -> None:
     _, fake = _publisher()
     assert fake.options["acks"] == "all"
     assert fake.options["max_request_size"] == 1_000_000
+    assert fake.options["max_batch_size"] == 1_000_000, "a batch's events went out in 16 KB record batches"
 
 
 def test_events_go_in_batches_one_per_partition_of_their_key_in_order() -> None:
