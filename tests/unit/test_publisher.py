@@ -74,11 +74,12 @@ class FakeProducer:
         return self._future([(key, value)])
 
 
-def _publisher() -> tuple[KafkaPublisher, FakeProducer]:
+def _publisher(producer: type[FakeProducer] = FakeProducer) -> tuple[KafkaPublisher, FakeProducer]:
+    """A started publisher over ``producer``, and the producer it made."""
     made: list[FakeProducer] = []
 
     def factory(**options: Any) -> FakeProducer:
-        made.append(FakeProducer(**options))
+        made.append(producer(**options))
         return made[-1]
 
     publisher = KafkaPublisher(
@@ -194,12 +195,5 @@ def test_a_broker_that_does_not_answer_at_start_is_a_publish_failure() -> None:
         async def start(self) -> None:
             raise KafkaConnectionError("Unable to bootstrap from [('nowhere', 9092)]")
 
-    publisher = KafkaPublisher(
-        KafkaConnection(),
-        enable_idempotence=False,
-        client_id="t",
-        max_record_bytes=1_000_000,
-        producer_factory=Unreachable,
-    )
     with pytest.raises(PublishFailed, match="cannot start the Kafka producer: KafkaConnectionError"):
-        asyncio.run(publisher.start())
+        _publisher(Unreachable)
