@@ -61,7 +61,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         choices=["single", "sentinel", "cluster"],
         default=None,
         help="the local stack's Redis: one server (default), behind Sentinels, or a cluster -- where the keys "
-        f"carry a hash tag ({CLUSTER_TEMPLATE}), so a key and its lease share a slot",
+        # argparse expands % in help texts: the template's strftime codes are doubled.
+        f"carry a hash tag ({CLUSTER_TEMPLATE.replace('%', '%%')}), so a key and its lease share a slot",
     )
     parser.add_argument(
         "--walkthrough",
