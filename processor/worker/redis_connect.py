@@ -45,16 +45,22 @@ def redis_client(conn: RedisConnection, *, socket_timeout: float | None = 5.0) -
             **options,
             **auth,
         )
-    sentinel_auth: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
-    if conn.sentinel_password is not None:
-        sentinel_auth["password"] = conn.sentinel_password.get_secret_value()
-    if conn.tls:
-        sentinel_auth["ssl"] = True
-        if conn.ca_file:
-            sentinel_auth["ssl_ca_certs"] = conn.ca_file
-    sentinel = Sentinel(list(conn.nodes), sentinel_kwargs=sentinel_auth, **options, **auth)
+    sentinel = Sentinel(list(conn.nodes), sentinel_kwargs=sentinel_options(conn), **options, **auth)
     assert conn.master is not None
     return sentinel.master_for(conn.master, redis_class=aioredis.Redis, db=conn.db)
+
+
+def sentinel_options(conn: RedisConnection) -> dict[str, Any]:
+    """How to speak to the Sentinels themselves (their password, TLS as the data nodes'): the worker's
+    client and doctor both ask them."""
+    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+    if conn.sentinel_password is not None:
+        options["password"] = conn.sentinel_password.get_secret_value()
+    if conn.tls:
+        options["ssl"] = True
+        if conn.ca_file:
+            options["ssl_ca_certs"] = conn.ca_file
+    return options
 
 
 def node_client(conn: RedisConnection, host: str, port: int, *, socket_timeout: float | None = 5.0) -> Any:

@@ -685,10 +685,10 @@ async def _sentinels(conn: RedisConnection, settings: Settings) -> list[Check]:
     """The Sentinels' view of the primary: known, not down, with a replica to promote, enough Sentinels."""
     from redis.asyncio.sentinel import Sentinel
 
+    from processor.worker.redis_connect import sentinel_options
+
     assert conn.master is not None
-    kwargs: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
-    if conn.sentinel_password is not None:
-        kwargs["password"] = conn.sentinel_password.get_secret_value()
+    kwargs = sentinel_options(conn)
     answering: list[dict[str, Any]] = []
     healthy_replicas = 0
     for host, port in conn.nodes:

@@ -342,3 +342,91 @@ def test_a_cluster_with_tls_and_an_acl_user_is_invalidated_and_checked(tmp_path:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def test_a_primary_behind_tls_sentinels_with_an_acl_user_is_invalidated_and_checked(tmp_path: Path) -> None:
+    """rediss+sentinel:// with a user and password: a TLS-only primary, replica and Sentinel (a throw-away
+    CA), the default user off; the worker's client and doctor both reach the Sentinel over TLS."""
+    import asyncio
+    import subprocess
+
+    from processor.worker.invalidator import RedisInvalidator
+    from processor.worker.metrics import WorkerMetrics
+    from processor.worker.redis_connect import redis_client
+    from slotguard.dev.parts import free_port
+
+    password = "tls-Sentinel-Secret"
+    ca_file, cert_file, key_file = loopback_certificate(tmp_path)
+    tls = ["--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca_file),
+           "--tls-auth-clients", "no", "--tls-replication", "yes"]  # fmt: skip
+    primary, replica, sentinel = (free_port() for _ in range(3))
+    procs = []
+
+    def start(name: str, argv: list[str]) -> None:
+        data = tmp_path / name
+        data.mkdir(exist_ok=True)
+        procs.append(
+            subprocess.Popen(argv, cwd=data, stdout=(data / "log").open("ab"), stderr=subprocess.STDOUT)
+        )
+
+    for name, port, extra in (
+        ("primary", primary, []),
+        ("replica", replica, ["--replicaof", "127.0.0.1", str(primary), "--masteruser", "slotguard",
+                              "--masterauth", password]),
+    ):  # fmt: skip
+        start(name, ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", *tls,
+                     "--dir", str(tmp_path / name), "--save", "", "--appendonly", "no", "--user", "default", "off",
+                     "--user", "slotguard", "on", f">{password}", "~*", "&*", "+@all", *extra])  # fmt: skip
+    (tmp_path / "sentinel").mkdir()
+    config = tmp_path / "sentinel" / "sentinel.conf"
+    config.write_text(
+        f"port 0\ntls-port {sentinel}\nbind 127.0.0.1\ndir {tmp_path / 'sentinel'}\n"
+        f"tls-cert-file {cert_file}\ntls-key-file {key_file}\ntls-ca-cert-file {ca_file}\n"
+        "tls-auth-clients no\ntls-replication yes\n"
+        f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary} 1\n"
+        f"sentinel auth-user {SENTINEL_MASTER} slotguard\nsentinel auth-pass {SENTINEL_MASTER} {password}\n",
+        encoding="utf-8",
+    )
+    start("sentinel", ["redis-server", str(config), "--sentinel"])
+    tls_client = {"ssl": True, "ssl_ca_certs": str(ca_file), "socket_timeout": 2}
+    watcher = redis.Redis(port=sentinel, **tls_client)  # type: ignore[arg-type]
+
+    def replica_known() -> bool:
+        try:
+            replicas = watcher.sentinel_slaves(SENTINEL_MASTER)
+        except (redis.RedisError, OSError):
+            return False
+        return any("s_down" not in str(r.get("flags", "")) for r in replicas)
+
+    try:
+        # The Sentinel learns of the replica from the primary's INFO (every 10 s).
+        wait_until(replica_known, timeout=60, what="the TLS Sentinel seeing a healthy replica")
+        url = f"rediss+sentinel://slotguard:{password}@127.0.0.1:{sentinel}/{SENTINEL_MASTER}"
+        conn = RedisConnection.parse(url, ca_file=str(ca_file))
+        keys = [f"cal_slots_15_{b}_123_2031-01-01-10_2031-01-01-11" for b in range(20)]
+
+        async def invalidate() -> tuple[int, int]:
+            client = redis_client(conn)
+            await client.mset(dict.fromkeys(keys, "[]"))
+            invalidator = RedisInvalidator(
+                conn, metrics=WorkerMetrics(), wait_replicas=1, wait_timeout=5.0, second_delete_after=1.0,
+                key_prefix="", guard_window=0.0, revoke_leases=True, client=client,
+            )  # fmt: skip
+            deleted = await invalidator.unlink(keys)
+            left = sum([int(await client.exists(k)) for k in keys])
+            await invalidator.close()
+            return deleted, left
+
+        assert asyncio.run(invalidate()) == (len(keys), 0)
+        checks = run_checks(
+            default_settings().model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": ca_file}),
+            ["redis"],
+        )
+        assert [c.line() for c in checks if c.status == "fail"] == []
+        assert [c.status for c in _named(checks, "sentinel replicas")] == ["ok"]
+        assert password not in " ".join(c.line() for c in checks)
+    finally:
+        watcher.close()
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
