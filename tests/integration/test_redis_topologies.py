@@ -259,14 +259,33 @@ def test_a_user_who_may_not_run_the_script_fails_on_every_primary(cluster: DevSt
             node.close()
 
 
+async def _cache_and_invalidate(
+    conn: RedisConnection, keys: list[str], *, wait_replicas: int
+) -> tuple[int, int]:
+    """Cache ``keys`` through the worker's client of ``conn``, invalidate them as a batch does: (deleted, left)."""
+    from processor.worker.invalidator import RedisInvalidator
+    from processor.worker.metrics import WorkerMetrics
+    from processor.worker.redis_connect import redis_client
+
+    client = redis_client(conn)
+    for key in keys:
+        await client.set(key, "[]")
+    invalidator = RedisInvalidator(
+        conn, metrics=WorkerMetrics(), wait_replicas=wait_replicas, wait_timeout=5.0, second_delete_after=1.0,
+        key_prefix="", guard_window=0.0, revoke_leases=True, client=client,
+    )  # fmt: skip
+    deleted = await invalidator.unlink(keys)
+    left = sum([int(await client.exists(k)) for k in keys])
+    await invalidator.close()
+    return deleted, left
+
+
 def test_a_cluster_with_tls_and_an_acl_user_is_invalidated_and_checked(tmp_path: Path) -> None:
     """rediss+cluster:// with a user and password: TLS-only nodes (a throw-away CA), the default user off."""
     import asyncio
     import shutil
     import subprocess
 
-    from processor.worker.invalidator import RedisInvalidator
-    from processor.worker.metrics import WorkerMetrics
     from slotguard.dev.parts import free_port
 
     password = "tls-Cluster-Secret"
@@ -315,22 +334,7 @@ def test_a_cluster_with_tls_and_an_acl_user_is_invalidated_and_checked(tmp_path:
         url = f"rediss+cluster://slotguard:{password}@127.0.0.1:{ports[0]}"
         conn = RedisConnection.parse(url, ca_file=str(ca_file))
         keys = [f"cal_slots_15_{b}_123_2031-01-01-10_2031-01-01-11" for b in range(60)]
-
-        async def invalidate() -> int:
-            from processor.worker.redis_connect import redis_client
-
-            client = redis_client(conn)
-            await client.mset_nonatomic(dict.fromkeys(keys, "[]"))
-            invalidator = RedisInvalidator(
-                conn, metrics=WorkerMetrics(), wait_replicas=0, wait_timeout=1.0, second_delete_after=1.0,
-                key_prefix="", guard_window=0.0, revoke_leases=True, client=client,
-            )  # fmt: skip
-            deleted = await invalidator.unlink(keys)
-            left = sum([int(await client.exists(k)) for k in keys])
-            await invalidator.close()
-            return deleted * 1000 + left
-
-        assert asyncio.run(invalidate()) == len(keys) * 1000  # every key deleted, none left
+        assert asyncio.run(_cache_and_invalidate(conn, keys, wait_replicas=0)) == (len(keys), 0)
         checks = run_checks(
             default_settings().model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": ca_file}),
             ["redis"],
@@ -350,9 +354,6 @@ def test_a_primary_behind_tls_sentinels_with_an_acl_user_is_invalidated_and_chec
     import asyncio
     import subprocess
 
-    from processor.worker.invalidator import RedisInvalidator
-    from processor.worker.metrics import WorkerMetrics
-    from processor.worker.redis_connect import redis_client
     from slotguard.dev.parts import free_port
 
     password = "tls-Sentinel-Secret"
@@ -404,20 +405,7 @@ def test_a_primary_behind_tls_sentinels_with_an_acl_user_is_invalidated_and_chec
         url = f"rediss+sentinel://slotguard:{password}@127.0.0.1:{sentinel}/{SENTINEL_MASTER}"
         conn = RedisConnection.parse(url, ca_file=str(ca_file))
         keys = [f"cal_slots_15_{b}_123_2031-01-01-10_2031-01-01-11" for b in range(20)]
-
-        async def invalidate() -> tuple[int, int]:
-            client = redis_client(conn)
-            await client.mset(dict.fromkeys(keys, "[]"))
-            invalidator = RedisInvalidator(
-                conn, metrics=WorkerMetrics(), wait_replicas=1, wait_timeout=5.0, second_delete_after=1.0,
-                key_prefix="", guard_window=0.0, revoke_leases=True, client=client,
-            )  # fmt: skip
-            deleted = await invalidator.unlink(keys)
-            left = sum([int(await client.exists(k)) for k in keys])
-            await invalidator.close()
-            return deleted, left
-
-        assert asyncio.run(invalidate()) == (len(keys), 0)
+        assert asyncio.run(_cache_and_invalidate(conn, keys, wait_replicas=1)) == (len(keys), 0)
         checks = run_checks(
             default_settings().model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": ca_file}),
             ["redis"],
