@@ -116,18 +116,37 @@ class Topology:
         found: int = wait_until(promoted, timeout=60, what="the Sentinels to promote the replica")
         return found
 
+    def views(self) -> list[int | None]:
+        """The primary's port as each Sentinel names it (``None``: it did not answer)."""
+        ports: list[int | None] = []
+        for one in self.sentinel.sentinels:
+            try:
+                addr = one.sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+            except redis.RedisError:
+                addr = None
+            ports.append(int(addr[1]) if isinstance(addr, tuple | list) else None)
+        return ports
+
     def heal(self) -> None:
         """Start the killed server again; the Sentinels make it the new primary's replica."""
         self.stack.up(infra_only=True)
-        primary = self.primary()[1]
 
         def online() -> bool:
-            replica = self.client(primary).info("replication").get("slave0")
+            # Asked anew each time, of every Sentinel: one that has not yet heard of the failover names the
+            # restarted server, which answers as a primary until the others turn it into a replica.
+            views = set(self.views())
+            if len(views) != 1 or None in views:
+                return False
+            replica = self.client(views.pop() or 0).info("replication").get("slave0")
             return isinstance(replica, dict) and replica.get("state") == "online"
 
         def still() -> str:
-            return f"the old primary to rejoin {primary} as an online replica; its replication: " + str(
-                {k: v for k, v in self.client(primary).info("replication").items() if "slave" in k}
+            views = self.views()
+            where = next((p for p in views if p is not None), None)
+            info = self.client(where).info("replication") if where is not None else {}
+            return (
+                f"the Sentinels to agree on a primary with an online replica; they name {views}, whose "
+                + str({k: v for k, v in info.items() if "slave" in k or k == "role"})
             )
 
         # A full resync of the primary's ~80 MB (two rounds of filler) on a slow, shared 2-core machine has
