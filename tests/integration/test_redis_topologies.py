@@ -259,30 +259,43 @@ def test_a_user_who_may_not_run_the_script_fails_on_every_primary(cluster: DevSt
             node.close()
 
 
-async def _cache_and_invalidate(
-    conn: RedisConnection, keys: list[str], *, wait_replicas: int
-) -> tuple[int, int]:
-    """Cache ``keys`` through the worker's client of ``conn``, invalidate them as a batch does: (deleted, left)."""
+def _invalidated_and_checked(url: str, ca_file: Path, password: str, *, wait_replicas: int) -> list[Check]:
+    """Through ``url`` (TLS with ``ca_file``): cached keys are all deleted by a batch's UNLINK with
+    ``wait_replicas``, and doctor's Redis checks pass without showing the password; the checks."""
+    import asyncio
+
     from processor.worker.invalidator import RedisInvalidator
     from processor.worker.metrics import WorkerMetrics
     from processor.worker.redis_connect import redis_client
 
-    client = redis_client(conn)
-    for key in keys:
-        await client.set(key, "[]")
-    invalidator = RedisInvalidator(
-        conn, metrics=WorkerMetrics(), wait_replicas=wait_replicas, wait_timeout=5.0, second_delete_after=1.0,
-        key_prefix="", guard_window=0.0, revoke_leases=True, client=client,
-    )  # fmt: skip
-    deleted = await invalidator.unlink(keys)
-    left = sum([int(await client.exists(k)) for k in keys])
-    await invalidator.close()
-    return deleted, left
+    conn = RedisConnection.parse(url, ca_file=str(ca_file))
+    keys = [f"cal_slots_15_{b}_123_2031-01-01-10_2031-01-01-11" for b in range(60)]
+
+    async def cache_and_invalidate() -> tuple[int, int]:
+        client = redis_client(conn)
+        for key in keys:
+            await client.set(key, "[]")
+        invalidator = RedisInvalidator(
+            conn, metrics=WorkerMetrics(), wait_replicas=wait_replicas, wait_timeout=5.0,
+            second_delete_after=1.0, key_prefix="", guard_window=0.0, revoke_leases=True, client=client,
+        )  # fmt: skip
+        deleted = await invalidator.unlink(keys)
+        left = sum([int(await client.exists(k)) for k in keys])
+        await invalidator.close()
+        return deleted, left
+
+    assert asyncio.run(cache_and_invalidate()) == (len(keys), 0)  # every key deleted, none left
+    checks = run_checks(
+        default_settings().model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": ca_file}),
+        ["redis"],
+    )
+    assert [c.line() for c in checks if c.status == "fail"] == []
+    assert password not in " ".join(c.line() for c in checks)
+    return checks
 
 
 def test_a_cluster_with_tls_and_an_acl_user_is_invalidated_and_checked(tmp_path: Path) -> None:
     """rediss+cluster:// with a user and password: TLS-only nodes (a throw-away CA), the default user off."""
-    import asyncio
     import shutil
     import subprocess
 
@@ -332,16 +345,8 @@ def test_a_cluster_with_tls_and_an_acl_user_is_invalidated_and_checked(tmp_path:
             what="cluster_state:ok",
         )
         url = f"rediss+cluster://slotguard:{password}@127.0.0.1:{ports[0]}"
-        conn = RedisConnection.parse(url, ca_file=str(ca_file))
-        keys = [f"cal_slots_15_{b}_123_2031-01-01-10_2031-01-01-11" for b in range(60)]
-        assert asyncio.run(_cache_and_invalidate(conn, keys, wait_replicas=0)) == (len(keys), 0)
-        checks = run_checks(
-            default_settings().model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": ca_file}),
-            ["redis"],
-        )
-        assert [c.line() for c in checks if c.status == "fail"] == []
+        checks = _invalidated_and_checked(url, ca_file, password, wait_replicas=0)
         assert len(_named(checks, "primary ")) == 3
-        assert password not in " ".join(c.line() for c in checks)
     finally:
         for proc in procs:
             proc.terminate()
@@ -351,7 +356,6 @@ def test_a_cluster_with_tls_and_an_acl_user_is_invalidated_and_checked(tmp_path:
 def test_a_primary_behind_tls_sentinels_with_an_acl_user_is_invalidated_and_checked(tmp_path: Path) -> None:
     """rediss+sentinel:// with a user and password: a TLS-only primary, replica and Sentinel (a throw-away
     CA), the default user off; the worker's client and doctor both reach the Sentinel over TLS."""
-    import asyncio
     import subprocess
 
     from slotguard.dev.parts import free_port
@@ -391,30 +395,30 @@ def test_a_primary_behind_tls_sentinels_with_an_acl_user_is_invalidated_and_chec
     start("sentinel", ["redis-server", str(config), "--sentinel"])
     tls_client = {"ssl": True, "ssl_ca_certs": str(ca_file), "socket_timeout": 2}
     watcher = redis.Redis(port=sentinel, **tls_client)  # type: ignore[arg-type]
+    data = redis.Redis(port=primary, username="slotguard", password=password, **tls_client)  # type: ignore[arg-type]
 
-    def replica_known() -> bool:
+    def replica_ready() -> bool:
         try:
             replicas = watcher.sentinel_slaves(SENTINEL_MASTER)
+            synced = data.info("replication").get("slave0")
         except (redis.RedisError, OSError):
             return False
-        return any("s_down" not in str(r.get("flags", "")) for r in replicas)
+        # WAIT 1 needs the replica synced (online), not only connected; the Sentinel learns of it from the
+        # primary's INFO (every 10 s).
+        return (
+            isinstance(synced, dict)
+            and synced.get("state") == "online"
+            and any("s_down" not in str(r.get("flags", "")) for r in replicas)
+        )
 
     try:
-        # The Sentinel learns of the replica from the primary's INFO (every 10 s).
-        wait_until(replica_known, timeout=60, what="the TLS Sentinel seeing a healthy replica")
+        wait_until(replica_ready, timeout=60, what="the replica synced and the TLS Sentinel seeing it")
         url = f"rediss+sentinel://slotguard:{password}@127.0.0.1:{sentinel}/{SENTINEL_MASTER}"
-        conn = RedisConnection.parse(url, ca_file=str(ca_file))
-        keys = [f"cal_slots_15_{b}_123_2031-01-01-10_2031-01-01-11" for b in range(20)]
-        assert asyncio.run(_cache_and_invalidate(conn, keys, wait_replicas=1)) == (len(keys), 0)
-        checks = run_checks(
-            default_settings().model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": ca_file}),
-            ["redis"],
-        )
-        assert [c.line() for c in checks if c.status == "fail"] == []
+        checks = _invalidated_and_checked(url, ca_file, password, wait_replicas=1)
         assert [c.status for c in _named(checks, "sentinel replicas")] == ["ok"]
-        assert password not in " ".join(c.line() for c in checks)
     finally:
         watcher.close()
+        data.close()
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
