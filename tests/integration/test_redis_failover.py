@@ -134,10 +134,13 @@ class Topology:
         def online() -> bool:
             # Asked anew each time, of every Sentinel: one that has not yet heard of the failover names the
             # restarted server, which answers as a primary until the others turn it into a replica.
-            views = set(self.views())
-            if len(views) != 1 or None in views:
+            named = set(self.views())
+            if len(named) != 1:
                 return False
-            replica = self.client(views.pop() or 0).info("replication").get("slave0")
+            (primary,) = named
+            if primary is None:
+                return False
+            replica = self.client(primary).info("replication").get("slave0")
             return isinstance(replica, dict) and replica.get("state") == "online"
 
         def still() -> str:
